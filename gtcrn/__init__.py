@@ -1,0 +1,20 @@
+"""gtcrn: ultra-lightweight real-time speech enhancement (GTCRN family)."""
+
+from .checkpoint import CheckpointError, load_model, load_upstream, save_checkpoint
+from .complexity import complexity
+from .config import ConfigError, ModelConfig
+from .model import GTCRN, Decoder, Encoder
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "Decoder",
+    "Encoder",
+    "GTCRN",
+    "ModelConfig",
+    "complexity",
+    "load_model",
+    "load_upstream",
+    "save_checkpoint",
+]
+__version__ = "0.1.0"
