@@ -88,6 +88,18 @@ class ModelConfig:
         return from_dict(cls, data)
 
 
+@dataclass
+class LossConfig:
+    """GTCRN's hybrid loss: ri_weight x MSE(compressed real/imag) + mag_weight x MSE(|S|^c)
+    + sisnr_weight x (-SI-SNR in dB / 10), with compressed spectrum S / |S|^(1 - c)."""
+
+    ri_weight: float = 30.0
+    mag_weight: float = 70.0
+    sisnr_weight: float = 1.0
+    compress: float = 0.3
+    eps: float = 1e-12
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "gtcrn-g32": {},
     "gtcrn-official": {"encoder": "official", "erb_low": 65, "erb_bands": 64, "skip_fusion": False},
@@ -162,4 +174,4 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-__all__ = ["ConfigError", "ModelConfig", "PRESETS", "from_dict", "to_dict", "load_yaml", "field"]
+__all__ = ["ConfigError", "LossConfig", "ModelConfig", "PRESETS", "from_dict", "to_dict", "load_yaml", "field"]
