@@ -3,11 +3,18 @@
 The lowest ``low`` bins are kept as they are; the remaining ``257 - low`` bins
 are mapped to ``bands`` bands by triangular filters whose centres are equally
 spaced on the ERB-rate scale (Glasberg & Moore: ERB(f) = 21.4 log10(1 + 0.00437 f)).
-Analysis ``bm`` weights each band's bins; synthesis ``bs`` uses the transposed
-matrix, so a bin's output is the weighted sum of the bands it belongs to.
-Every bin's analysis weights sum to 1 over the bands (a partition of unity),
-which makes ``bs(bm(x)) == x`` exactly for any spectrum that is constant
-across the upper bins, and smooths everything else.
+Analysis ``bm`` weights each band's bins (``y = W x`` with W the (bands, bins)
+filter matrix); synthesis ``bs`` uses the transposed matrix (``x' = Wᵀ y``), so a
+bin receives the weighted values of the bands it belongs to.
+
+What ``bs`` and ``bm`` guarantee:
+
+* every upper bin's weights sum to 1 over the bands (a partition of unity), so
+  ``bs`` of a band-constant mask is the same constant on every bin: a mask
+  that does not vary across bands passes through synthesis unchanged;
+* the low bins pass through both directions untouched;
+* ``bs(bm(x)) = Wᵀ W x`` is a symmetric smoothing: an impulse at one upper bin
+  spreads only over the bins of the bands that contain it.
 """
 
 from __future__ import annotations
