@@ -39,6 +39,7 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
     with pytest.raises(Exception):
         gtcrn.save_checkpoint(model, target, meta={"x": Boom()})
     assert target.read_bytes() == first  # the old file survived the failed write
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()  # not mkstemp's 0600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
 
 
@@ -77,3 +78,11 @@ def test_preset_without_shipped_weights_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr("gtcrn.checkpoint.PRETRAINED_DIR", tmp_path)
     with pytest.raises(CheckpointError, match="no pretrained weights are installed"):
         gtcrn.load_model("gtcrn-official")
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
