@@ -3,6 +3,7 @@
 from .checkpoint import CheckpointError, load_model, load_upstream, save_checkpoint
 from .complexity import complexity
 from .config import ConfigError, ModelConfig
+from .inference import enhance
 from .model import GTCRN, Decoder, Encoder
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "GTCRN",
     "ModelConfig",
     "complexity",
+    "enhance",
     "load_model",
     "load_upstream",
     "save_checkpoint",

@@ -56,10 +56,43 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, subtype: 
     os.close(fd)
     try:
         sf.write(tmp, data, sample_rate, subtype=subtype, format=fmt)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# File extensions that name a libsndfile format other than by the format's own name.
+_EXTENSION_ALIASES: dict[str, str] = {
+    "wave": "WAV", "aif": "AIFF", "aifc": "AIFF", "oga": "OGG", "opus": "OGG", "snd": "AU",
+    "iff": "SVX", "sph": "NIST", "sf": "IRCAM",
+}
+# Extensions searched for when a folder is enhanced (headerless RAW and MATLAB files are left out).
+AUDIO_EXTENSIONS: frozenset[str] = frozenset(
+    {k.lower() for k in sf.available_formats()} - {"raw", "mat4", "mat5", "ircam", "nist"}
+) | frozenset(_EXTENSION_ALIASES) - {"sf"}
+_FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
+_HIGH_RESOLUTION = frozenset({"FLOAT", "DOUBLE", "PCM_32", "PCM_24"})
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def publish(tmp: str | Path, path: str | Path) -> None:
+    """Give a finished temporary file the usual permissions (0666 & ~umask; ``mkstemp`` makes
+    it 0600) and rename it atomically over ``path``."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
 
 
 def _format_for(path: Path) -> str:
@@ -67,6 +100,37 @@ def _format_for(path: Path) -> str:
     formats = {k.lower(): k for k in sf.available_formats()}
     if ext in formats:
         return formats[ext]
-    if ext in ("oga",):
-        return "OGG"
+    if ext in _EXTENSION_ALIASES:
+        return _EXTENSION_ALIASES[ext]
     raise AudioError(f"{path}: unsupported output extension {path.suffix!r}")
+
+
+def format_for(path: str | Path) -> str:
+    """The libsndfile format (``"WAV"``, ``"FLAC"``, ...) an output path's extension asks for."""
+    return _format_for(Path(path))
+
+
+def is_float_subtype(subtype: str | None) -> bool:
+    """Whether samples of this subtype may exceed [-1, 1] (float files); others must be clipped."""
+    return subtype in _FLOAT_SUBTYPES
+
+
+def output_subtype(fmt: str, subtype: str | None, extension: str = "") -> str | None:
+    """The subtype to write ``fmt`` with, keeping the input's ``subtype`` when the format can hold it.
+
+    Fallbacks, in order: Opus for ``.opus`` files, PCM_24 for high-resolution input
+    (float, 32- or 24-bit) in a format without that subtype (e.g. FLOAT -> FLAC), then
+    the format's default subtype; ``None`` lets libsndfile choose.
+    """
+    ext = extension.lower().lstrip(".")
+    candidates: list[str | None] = []
+    if ext == "opus" and subtype != "OPUS":
+        candidates.append("OPUS")
+    candidates.append(subtype)
+    if subtype in _HIGH_RESOLUTION:
+        candidates.append("PCM_24")
+    candidates.append(sf.default_subtype(fmt))
+    for candidate in candidates:
+        if candidate and sf.check_format(fmt, candidate):
+            return candidate
+    return None

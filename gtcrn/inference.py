@@ -1,0 +1,818 @@
+"""Enhancement of arrays and audio files with a GTCRN model.
+
+Three layers, all running the same chunked code:
+
+* :class:`ChunkedEnhancer` turns a 16 kHz sample stream into the enhanced
+  stream, a chunk of STFT frames at a time, with the model's explicit state
+  (:meth:`GTCRN.forward_stateful`). The reflect padding at both ends, the
+  framing across chunk boundaries and the overlap-add are done so that the
+  output equals ``model.enhance_waveform(whole signal)`` (to float rounding).
+* :class:`EnhancePipeline` adds streaming resampling (``soxr.ResampleStream``)
+  from any input rate to 16 kHz and back to the output rate, the attenuation
+  limit, and the exact output length ``round(N * out_rate / in_rate)``.
+* :func:`enhance` (arrays, exported as ``gtcrn.enhance``), :func:`enhance_file`
+  (one file, read and written in blocks: memory does not grow with the file's
+  length) and :func:`enhance_paths` (files, folders and globs, as ``gtcrn enhance``).
+
+Attenuation limit: ``out = (1 - a) * enhanced + a * noisy`` with
+``a = 10 ** (-limit_db / 20)``, mixed at the output rate (the same linear
+interpolation as DeepFilterNet's ``atten_lim_db``). Where the model removes
+everything, the output keeps the input at ``-limit_db`` dB; ``0`` dB returns
+the input unchanged.
+
+Inputs of 256 samples or fewer at 16 kHz, where ``torch.stft``'s reflect
+padding is undefined, are padded with numpy's repeated reflection (as
+:mod:`gtcrn.stream` does) and enhanced the same way; nothing is too short.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import math
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+from torch import nn
+
+from . import checkpoint
+from .audio import AUDIO_EXTENSIONS, AudioError, format_for, is_float_subtype, output_subtype, publish
+from .stft import HOP, N_FFT, N_FREQS, SAMPLE_RATE, WIN_LENGTH, window
+
+DEFAULT_MODEL = "gtcrn-g32"
+CHUNK_FRAMES = 256  # STFT frames per model call (4.1 s at 16 kHz)
+BLOCK_SIZE = 65536  # samples per channel read (and roughly written) at a time
+OUTPUT_SUFFIX = "_enhanced"  # default output: <stem>_enhanced.<ext> beside the input
+RESAMPLE_QUALITY = "VHQ"
+_PAD = N_FFT // 2  # reflect padding of the centred STFT (256)
+_MIN_SAMPLES = _PAD + 1  # reflect padding needs more samples than the pad
+_GLOB_CHARS = frozenset("*?[")
+
+ArrayLike = Any  # numpy array or torch tensor
+
+
+class NoPretrainedModelError(checkpoint.CheckpointError):
+    """The default model was asked for but no pretrained weights are installed."""
+
+
+# ---- default model -----------------------------------------------------------------------------
+
+_DEFAULT_MODEL: nn.Module | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_model() -> nn.Module:
+    """The shipped ``gtcrn-g32`` model (loaded once, then cached), or :class:`NoPretrainedModelError`."""
+    global _DEFAULT_MODEL
+    with _DEFAULT_LOCK:
+        if _DEFAULT_MODEL is None:
+            path = checkpoint.pretrained_path(DEFAULT_MODEL)
+            if not path.is_file():
+                raise NoPretrainedModelError(
+                    f"no pretrained model is installed ({path} is missing); pass a model: "
+                    f"gtcrn.enhance(audio, rate, model=gtcrn.load_model('my.pt')) or "
+                    f"gtcrn.load_upstream('official.tar'), or on the command line "
+                    f"--checkpoint PATH / --upstream PATH"
+                )
+            _DEFAULT_MODEL = checkpoint.load_model(DEFAULT_MODEL)
+        return _DEFAULT_MODEL
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run the enclosed code with ``model`` in eval mode, restoring its mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _attenuation_mix(limit_db: float | None) -> float | None:
+    """Weight ``a`` of the noisy input in the output, or None for no limit."""
+    if limit_db is None:
+        return None
+    limit_db = float(limit_db)
+    if math.isnan(limit_db) or limit_db < 0:
+        raise ValueError(f"attenuation limit must be >= 0 dB, got {limit_db}")
+    if math.isinf(limit_db):
+        return None
+    return 10.0 ** (-limit_db / 20.0)
+
+
+def output_length(num_samples: int, rate_in: int, rate_out: int) -> int:
+    """Samples at ``rate_out`` for ``num_samples`` at ``rate_in``: round(N * out / in), halves up."""
+    return (2 * num_samples * rate_out + rate_in) // (2 * rate_in)
+
+
+# ---- chunked enhancement at 16 kHz -------------------------------------------------------------
+
+SpectraHook = Callable[[torch.Tensor, torch.Tensor], None]
+
+
+class ChunkedEnhancer:
+    """16 kHz samples in, enhanced samples out, ``chunk_frames`` STFT frames per model call.
+
+    ``feed(x (C, n)) -> (C, m)`` and ``flush() -> (C, m')``; the concatenated
+    outputs equal ``model.enhance_waveform`` of the concatenated input. Each of
+    the ``C`` channels is one item of the model's batch. ``on_spectra(noisy,
+    enhanced)`` (both (C, 257, K, 2)) sees every chunk, e.g. for plots.
+
+    Coordinates: ``P`` is the reflect-padded signal of the centred STFT
+    (``P[i] = x[i - 256]``); frame ``t`` covers ``P[256 t : 256 t + 512]``.
+    """
+
+    def __init__(self, model: nn.Module, channels: int, chunk_frames: int = CHUNK_FRAMES,
+                 on_spectra: SpectraHook | None = None) -> None:
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        self.model = model
+        self.channels = int(channels)
+        self.chunk_frames = int(chunk_frames)
+        self.on_spectra = on_spectra
+        param = next(model.parameters(), None)
+        self.device = param.device if param is not None else torch.device("cpu")
+        self.dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        self._window = window(self.device, self.dtype)  # (512,)
+        w2 = (window() ** 2).numpy()  # (512,) float32
+        self._env_halves = (w2[:HOP], w2[HOP:])  # window^2 over the two hops of a frame
+        self._reset()
+
+    def _reset(self) -> None:
+        c = self.channels
+        self._state: list[torch.Tensor] | None = None
+        self._received = 0  # input samples fed so far
+        self._started = False  # P's left padding built (needs 257 samples)
+        self._head = np.zeros((c, 0), np.float32)  # input held until then
+        self._tail = np.zeros((c, 0), np.float32)  # last 257 input samples (for the right padding)
+        self._pbuf = np.zeros((c, 0), np.float32)  # P from index self._pstart on
+        self._pstart = 0
+        self._frames = 0  # frames enhanced so far
+        self._carry = np.zeros((c, HOP), np.float32)  # overlap-add of the last frame's second half
+        self._carry_env = np.zeros(HOP, np.float32)
+        self._emitted = 0  # output samples returned so far
+
+    def feed(self, x: np.ndarray) -> np.ndarray:
+        """Append input (C, n) float32; return the output samples that became final (C, m)."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[0] != self.channels:
+            raise ValueError(f"expected ({self.channels}, samples), got {x.shape}")
+        self._received += x.shape[1]
+        self._tail = np.concatenate([self._tail, x], axis=1)[:, -_MIN_SAMPLES:]  # (C, <=257)
+        if not self._started:
+            self._head = np.concatenate([self._head, x], axis=1)  # (C, n)
+            if self._head.shape[1] < _MIN_SAMPLES:
+                return np.zeros((self.channels, 0), np.float32)
+            left = self._head[:, 1:_PAD + 1][:, ::-1]  # (C, 256): x[256], ..., x[1]
+            self._pbuf = np.concatenate([left, self._head], axis=1)  # (C, 256 + n)
+            self._head = np.zeros((self.channels, 0), np.float32)
+            self._started = True
+        else:
+            self._pbuf = np.concatenate([self._pbuf, x], axis=1)  # (C, n_buf + n)
+        return self._run(final=False)
+
+    def flush(self) -> np.ndarray:
+        """End of input: enhance what is left and return the rest of the output; then reset."""
+        if self._received == 0:
+            self._reset()
+            return np.zeros((self.channels, 0), np.float32)
+        if not self._started:  # N <= 256: numpy's (repeated) reflection, as gtcrn.stream does
+            self._pbuf = np.pad(self._head, ((0, 0), (_PAD, _PAD)), mode="reflect")  # (C, N + 512)
+            self._started = True
+        else:
+            right = self._tail[:, -_PAD - 1:-1][:, ::-1]  # (C, 256): x[N-2], ..., x[N-257]
+            self._pbuf = np.concatenate([self._pbuf, right], axis=1)  # (C, n_buf + 256)
+        out = self._run(final=True)
+        self._reset()
+        return out
+
+    def _run(self, final: bool) -> np.ndarray:
+        """Enhance every complete chunk of frames (every frame left when ``final``)."""
+        pend = self._pstart + self._pbuf.shape[1]
+        if final:
+            total = self._received // HOP + 1  # frames of the whole signal
+        else:
+            total = (pend - WIN_LENGTH) // HOP + 1 if pend >= WIN_LENGTH else 0
+        outs = []
+        while total - self._frames >= (1 if final else self.chunk_frames):
+            k = min(self.chunk_frames, total - self._frames)
+            outs.append(self._process(k))
+        if final:
+            outs.append(self._carry / self._carry_env)  # (C, 256): P after the last frame's start + 256
+        out = np.concatenate(outs, axis=1) if outs else np.zeros((self.channels, 0), np.float32)
+        if final:
+            out = out[:, :max(0, self._received - self._emitted)]  # (C, m) up to the input's length
+        self._emitted += out.shape[1]
+        return out
+
+    def _process(self, k: int) -> np.ndarray:
+        """Enhance the next ``k`` frames; return the output samples they complete."""
+        t0 = self._frames
+        off = t0 * HOP - self._pstart
+        seg = self._pbuf[:, off:off + (k + 1) * HOP]  # (C, 256 (k + 1)) = frames t0..t0+k-1
+        wav = torch.from_numpy(np.ascontiguousarray(seg)).to(self.device, self.dtype)  # (C, 256 (k + 1))
+        spec = torch.stft(wav, N_FFT, HOP, WIN_LENGTH, window=self._window, center=False,
+                          return_complex=True)  # (C, 257, k)
+        noisy = torch.view_as_real(spec)  # (C, 257, k, 2)
+        if self._state is None:
+            self._state = self.model.init_state(self.channels, device=self.device, dtype=self.dtype)
+        enhanced, self._state = self.model.forward_stateful(noisy, self._state)  # (C, 257, k, 2)
+        if self.on_spectra is not None:
+            self.on_spectra(noisy, enhanced)
+        frames = torch.fft.irfft(torch.view_as_complex(enhanced.contiguous()), n=N_FFT, dim=1)
+        frames = (frames * self._window[None, :, None]).float().cpu().numpy()  # (C, 512, k)
+        segs = np.zeros((self.channels, HOP, k + 1), np.float32)  # (C, 256, k + 1): hop t0 + j
+        segs[:, :, :k] += frames[:, :HOP]
+        segs[:, :, 1:] += frames[:, HOP:]
+        segs[:, :, 0] += self._carry
+        env = np.zeros((HOP, k + 1), np.float32)  # (256, k + 1)
+        env[:, :k] += self._env_halves[0][:, None]
+        env[:, 1:] += self._env_halves[1][:, None]
+        env[:, 0] += self._carry_env
+        self._carry = segs[:, :, k].copy()  # (C, 256)
+        self._carry_env = env[:, k].copy()  # (256,)
+        env = np.where(env > 1e-11, env, 1.0)  # zero only at P[0], which is dropped below
+        done = (segs[:, :, :k] / env[None, :, :k]).transpose(0, 2, 1).reshape(self.channels, k * HOP)
+        # done: (C, 256 k) = P[256 t0 : 256 (t0 + k)]
+        self._frames += k
+        drop = self._frames * HOP - self._pstart
+        self._pbuf = self._pbuf[:, drop:]  # (C, rest)
+        self._pstart = self._frames * HOP
+        if t0 == 0:
+            done = done[:, _PAD:]  # (C, 256 k - 256): P below 256 is the left padding
+        return done
+
+
+# ---- resampling + attenuation limit ------------------------------------------------------------
+
+class _Resampler:
+    """Streaming soxr resampler over (n, C) float32 blocks (identity when the rates agree)."""
+
+    def __init__(self, rate_in: int, rate_out: int, channels: int) -> None:
+        self.stream = None if rate_in == rate_out else soxr.ResampleStream(
+            rate_in, rate_out, channels, dtype="float32", quality=RESAMPLE_QUALITY)
+
+    def __call__(self, x: np.ndarray, last: bool = False) -> np.ndarray:
+        if self.stream is None:
+            return x
+        y = self.stream.resample_chunk(np.ascontiguousarray(x, dtype=np.float32), last=last)
+        return y.reshape(-1, x.shape[1])  # (m, C)
+
+
+class EnhancePipeline:
+    """Blocks (n, C) at ``rate_in`` -> enhanced blocks (m, C) at ``rate_out``, in bounded memory.
+
+    Resamples to 16 kHz (soxr stream), enhances with :class:`ChunkedEnhancer`,
+    resamples to ``rate_out``, applies the attenuation limit against the input
+    resampled to ``rate_out``; ``flush()`` completes the output to exactly
+    ``output_length(samples fed, rate_in, rate_out)`` samples.
+    """
+
+    def __init__(self, model: nn.Module, channels: int, rate_in: int, rate_out: int | None = None,
+                 attenuation_limit: float | None = None, chunk_frames: int = CHUNK_FRAMES,
+                 on_spectra: SpectraHook | None = None) -> None:
+        rate_out = rate_in if rate_out is None else rate_out
+        if rate_in <= 0 or rate_out <= 0:
+            raise ValueError(f"sample rates must be positive, got {rate_in} -> {rate_out}")
+        self.channels, self.rate_in, self.rate_out = channels, int(rate_in), int(rate_out)
+        self.mix = _attenuation_mix(attenuation_limit)
+        self.enhancer = ChunkedEnhancer(model, channels, chunk_frames, on_spectra)
+        self._down = _Resampler(self.rate_in, SAMPLE_RATE, channels)
+        self._up = _Resampler(SAMPLE_RATE, self.rate_out, channels)
+        self._noisy = _Resampler(self.rate_in, self.rate_out, channels) if self.mix is not None else None
+        self._enh_fifo = np.zeros((0, channels), np.float32)  # enhanced, waiting for its noisy match
+        self._noisy_fifo = np.zeros((0, channels), np.float32)
+        self.samples_in = 0
+        self.samples_out = 0
+
+    def feed(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        """Input (n, C) float32 -> the output (m, C) that is ready."""
+        block = np.asarray(block, dtype=np.float32)
+        self.samples_in += block.shape[0]
+        x16 = self._down(block, last)  # (n16, C)
+        e16 = self.enhancer.feed(x16.T)  # (C, m16)
+        if last:
+            e16 = np.concatenate([e16, self.enhancer.flush()], axis=1)  # (C, m16')
+        enhanced = self._up(np.ascontiguousarray(e16.T), last)  # (m, C)
+        if self.mix is None:
+            out = enhanced
+        else:
+            self._enh_fifo = np.concatenate([self._enh_fifo, enhanced])  # (e, C)
+            self._noisy_fifo = np.concatenate([self._noisy_fifo, self._noisy(block, last)])  # (n, C)
+            if last:
+                want = output_length(self.samples_in, self.rate_in, self.rate_out) - self.samples_out
+                self._pad_fifos(want)
+            m = min(len(self._enh_fifo), len(self._noisy_fifo))
+            out = (1.0 - self.mix) * self._enh_fifo[:m] + self.mix * self._noisy_fifo[:m]  # (m, C)
+            self._enh_fifo, self._noisy_fifo = self._enh_fifo[m:], self._noisy_fifo[m:]
+        if last:
+            want = output_length(self.samples_in, self.rate_in, self.rate_out) - self.samples_out
+            if out.shape[0] < want:
+                out = np.concatenate([out, np.zeros((want - out.shape[0], self.channels), np.float32)])
+            out = out[:max(want, 0)]  # (want, C)
+        self.samples_out += out.shape[0]
+        return out.astype(np.float32, copy=False)
+
+    def _pad_fifos(self, want: int) -> None:
+        for name in ("_enh_fifo", "_noisy_fifo"):
+            fifo = getattr(self, name)
+            if len(fifo) < want:
+                setattr(self, name, np.concatenate([fifo, np.zeros((want - len(fifo), self.channels),
+                                                                    np.float32)]))
+
+    def flush(self) -> np.ndarray:
+        """End of input: the rest of the output (m, C)."""
+        return self.feed(np.zeros((0, self.channels), np.float32), last=True)
+
+
+# ---- arrays ------------------------------------------------------------------------------------
+
+def _to_float(arr: np.ndarray) -> np.ndarray:
+    """Float or signed-integer PCM array -> float32 in [-1, 1) for integers."""
+    if np.issubdtype(arr.dtype, np.floating):
+        return arr.astype(np.float32, copy=False)
+    if np.issubdtype(arr.dtype, np.signedinteger):
+        return (arr.astype(np.float64) / float(2 ** (8 * arr.dtype.itemsize - 1))).astype(np.float32)
+    raise TypeError(f"audio must be a float or signed integer array, got dtype {arr.dtype}")
+
+
+def _from_float(y: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """float32 -> ``dtype`` (integers: scaled, rounded and clipped, never wrapped)."""
+    if np.issubdtype(dtype, np.floating):
+        return y.astype(dtype)
+    info = np.iinfo(dtype)
+    scaled = np.rint(y.astype(np.float64) * float(2 ** (8 * np.dtype(dtype).itemsize - 1)))
+    return np.clip(scaled, info.min, info.max).astype(dtype)
+
+
+def enhance(audio: ArrayLike, sample_rate: int, model: nn.Module | None = None,
+            attenuation_limit: float | None = None, *, chunk_frames: int = CHUNK_FRAMES) -> ArrayLike:
+    """Enhance ``audio`` (numpy array or torch tensor, (samples,) or (channels, samples)) at any rate.
+
+    Returns the same type, dtype, shape and sample rate (torch: same device; integer
+    arrays are treated as PCM and clipped on the way back). Each channel is enhanced
+    independently. ``model=None`` uses the shipped default model (:func:`default_model`,
+    cached). ``attenuation_limit`` (dB): see the module docstring. Not differentiable.
+    """
+    if isinstance(sample_rate, bool) or int(sample_rate) != sample_rate or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+    sample_rate = int(sample_rate)
+    _attenuation_mix(attenuation_limit)  # validate before any work
+    is_torch = isinstance(audio, torch.Tensor)
+    if is_torch:
+        t = audio.detach()
+        arr = (t.float() if t.dtype in (torch.bfloat16, torch.float16) else t).cpu().numpy()
+    else:
+        arr = np.asarray(audio)
+    if arr.ndim not in (1, 2):
+        raise ValueError(f"audio must be (samples,) or (channels, samples), got shape {arr.shape}")
+    x = _to_float(arr)
+    x2 = x[None] if x.ndim == 1 else x  # (C, N)
+    if not np.isfinite(x2).all():
+        raise ValueError("audio contains NaN or infinite samples")
+    if x2.size == 0:
+        y = x2.copy()
+    else:
+        model = default_model() if model is None else model
+        with _eval_mode(model):
+            pipe = EnhancePipeline(model, x2.shape[0], sample_rate, sample_rate, attenuation_limit,
+                                   chunk_frames)
+            out = np.concatenate([pipe.feed(np.ascontiguousarray(x2.T)), pipe.flush()])  # (N, C)
+        y = np.ascontiguousarray(out.T)  # (C, N)
+    y = y[0] if arr.ndim == 1 else y  # (N,) or (C, N)
+    if is_torch:
+        return torch.from_numpy(y.copy()).to(device=audio.device, dtype=audio.dtype)
+    return _from_float(y, arr.dtype)
+
+
+# ---- spectrogram plot --------------------------------------------------------------------------
+
+class SpectrogramAccumulator:
+    """Noisy/enhanced power spectrograms (dB) pooled to at most ``max_columns`` columns."""
+
+    def __init__(self, expected_frames: int, max_columns: int = 1200) -> None:
+        self.pool = max(1, math.ceil(expected_frames / max_columns))
+        self._cols: dict[str, list[np.ndarray]] = {"noisy": [], "enhanced": []}
+        self._acc: dict[str, np.ndarray | None] = {"noisy": None, "enhanced": None}
+        self.frames = 0
+
+    def __call__(self, noisy: torch.Tensor, enhanced: torch.Tensor) -> None:
+        for name, spec in (("noisy", noisy), ("enhanced", enhanced)):
+            power = spec.float().pow(2).sum(-1).mean(0).cpu().numpy()  # (257, K): mean over channels
+            acc = self._acc[name]
+            acc = power if acc is None else np.concatenate([acc, power], axis=1)  # (257, k)
+            full = acc.shape[1] // self.pool * self.pool
+            if full:
+                cols = acc[:, :full].reshape(N_FREQS, -1, self.pool).mean(-1)  # (257, full / pool)
+                self._cols[name].append(cols)
+            self._acc[name] = acc[:, full:]
+        self.frames += noisy.shape[2]
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """(noisy dB (257, cols), enhanced dB (257, cols), seconds per column)."""
+        out = []
+        for name in ("noisy", "enhanced"):
+            parts = list(self._cols[name])
+            acc = self._acc[name]
+            if acc is not None and acc.shape[1]:
+                parts.append(acc.mean(1, keepdims=True))  # (257, 1)
+            power = np.concatenate(parts, axis=1) if parts else np.zeros((N_FREQS, 1), np.float32)
+            out.append(10 * np.log10(power + 1e-10))
+        return out[0], out[1], self.pool * HOP / SAMPLE_RATE
+
+
+def matplotlib_available() -> bool:
+    """Whether the optional ``plot`` extra (matplotlib) is installed."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def save_spectrogram_plot(path: str | Path, spectra: SpectrogramAccumulator, title: str = "") -> Path:
+    """Write a PNG with the noisy and enhanced spectrograms side by side (atomic)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise RuntimeError("plots need matplotlib: pip install 'gtcrn[plot]'") from None
+    path = Path(path)
+    noisy, enhanced, col_s = spectra.result()
+    top = float(max(noisy.max(), enhanced.max()))
+    extent = (0.0, noisy.shape[1] * col_s, 0.0, SAMPLE_RATE / 2000)
+    fig = Figure(figsize=(12, 4), constrained_layout=True)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, data, name in zip(axes, (noisy, enhanced), ("noisy", "enhanced"), strict=True):
+        im = ax.imshow(data, origin="lower", aspect="auto", extent=extent, vmin=top - 80, vmax=top,
+                       cmap="magma", interpolation="nearest")
+        ax.set_title(f"{name} (16 kHz model view)")
+        ax.set_xlabel("time (s)")
+    axes[0].set_ylabel("frequency (kHz)")
+    fig.colorbar(im, ax=list(axes), label="power (dB)")
+    if title:
+        fig.suptitle(title)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=str(path.parent))
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=100)
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ---- files -------------------------------------------------------------------------------------
+
+def _one_line(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def _open_input(path: Path) -> sf.SoundFile:
+    """Open an input for reading; every failure becomes an :class:`AudioError` naming the file."""
+    try:
+        with open(path, "rb"):  # clean OS errors (missing, permission, folder) before libsndfile's
+            pass
+        handle = sf.SoundFile(str(path))
+    except FileNotFoundError:
+        raise AudioError(f"{path}: no such file") from None
+    except PermissionError:
+        raise AudioError(f"{path}: permission denied") from None
+    except IsADirectoryError:
+        raise AudioError(f"{path}: is a folder, not a file") from None
+    except OSError as exc:
+        raise AudioError(f"{path}: cannot read ({_one_line(exc)})") from None
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        message = _one_line(exc).replace(f"Error opening {str(path)!r}: ", "")
+        raise AudioError(f"{path}: not a readable audio file ({message})") from None
+    return handle
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """mkdir -p; return the folders it created (deepest last)."""
+    created: list[Path] = []
+    missing = []
+    p = folder
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        d.mkdir()
+        created.append(d)
+    return created
+
+
+def plot_path(output: Path) -> Path:
+    """Where ``--plot`` writes the spectrogram PNG of ``output``."""
+    return output.with_suffix(".png")
+
+
+@dataclass
+class FileResult:
+    """Outcome of one input: ``error`` is None on success."""
+
+    source: Path | None
+    output: Path | None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def enhance_file(source: str | Path, output: str | Path, model: nn.Module, *,
+                 output_rate: int | None = None, attenuation_limit: float | None = None,
+                 overwrite: bool = False, plot: bool = False, chunk_frames: int = CHUNK_FRAMES,
+                 block_size: int = BLOCK_SIZE, on_progress: Callable[[float], None] | None = None
+                 ) -> FileResult:
+    """Enhance one file to ``output`` block by block (memory independent of the file's length).
+
+    The output keeps the input's channels, subtype (when its format can hold it, see
+    :func:`gtcrn.audio.output_subtype`) and exact length at ``output_rate`` (default:
+    the input's rate); it is written to a temporary file beside ``output`` and renamed
+    over it at the end, so a failure leaves nothing behind. Raises :class:`AudioError`
+    (one line, naming the file) for every problem with the input or the output.
+    """
+    source, output = Path(source), Path(output)
+    if _same_file(output, source):
+        raise AudioError(f"{source}: the output is the input file itself; refusing to overwrite it")
+    png = plot_path(output) if plot else None
+    if not overwrite:
+        for target in (output, png):
+            if target is not None and target.exists():
+                raise AudioError(f"{target}: output exists (use --overwrite to replace it)")
+    if output.exists() and output.is_dir():
+        raise AudioError(f"{output}: output is a folder")
+    fmt = format_for(output)
+    _attenuation_mix(attenuation_limit)
+    with _open_input(source) as reader, _eval_mode(model):
+        if reader.frames == 0:
+            raise AudioError(f"{source}: contains no audio samples")
+        rate_in, channels = reader.samplerate, reader.channels
+        rate_out = int(output_rate or rate_in)
+        subtype = output_subtype(fmt, reader.subtype, output.suffix)
+        clip = not is_float_subtype(subtype)
+        spectra = None
+        if plot:
+            expected = int(reader.frames * SAMPLE_RATE / rate_in) // HOP + 1
+            spectra = SpectrogramAccumulator(expected)
+        pipe = EnhancePipeline(model, channels, rate_in, rate_out, attenuation_limit, chunk_frames,
+                               spectra)
+        try:
+            created = _make_parents(output.parent)
+        except OSError as exc:
+            raise AudioError(f"{output}: cannot create the output folder ({_one_line(exc)})") from None
+        tmp: Path | None = None
+        try:
+            try:
+                fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part",
+                                                dir=str(output.parent))
+                os.close(fd)
+                tmp = Path(tmp_name)
+                writer = sf.SoundFile(str(tmp), "w", samplerate=rate_out, channels=channels,
+                                      subtype=subtype, format=fmt)
+            except (OSError, sf.LibsndfileError, RuntimeError, ValueError) as exc:
+                message = _one_line(exc).replace(f"Error opening {str(tmp)!r}: ", "")
+                raise AudioError(f"{output}: cannot write ({message})") from None
+            with writer:
+                done = False
+                while not done:
+                    try:
+                        block = reader.read(block_size, dtype="float32", always_2d=True)  # (n, C)
+                    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+                        raise AudioError(f"{source}: read error after {pipe.samples_in / rate_in:.2f} s "
+                                         f"({_one_line(exc)})") from None
+                    done = block.shape[0] < block_size
+                    if not np.isfinite(block).all():
+                        raise AudioError(f"{source}: contains NaN or infinite samples "
+                                         f"(near {pipe.samples_in / rate_in:.2f} s)")
+                    out = pipe.feed(block, last=done)  # (m, C)
+                    if clip:
+                        out = np.clip(out, -1.0, 1.0)
+                    try:
+                        writer.write(out)
+                    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+                        raise AudioError(f"{output}: write error ({_one_line(exc)})") from None
+                    if on_progress is not None:
+                        on_progress(block.shape[0] / rate_in)
+            if pipe.samples_in == 0:
+                raise AudioError(f"{source}: contains no audio samples")
+            publish(tmp, output)
+            tmp = None
+            if spectra is not None and png is not None:
+                save_spectrogram_plot(png, spectra, f"{source.name} -> {output.name}")
+        except BaseException:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            for folder in reversed(created):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
+    return FileResult(source, output, None, pipe.samples_in / rate_in)
+
+
+# ---- many files --------------------------------------------------------------------------------
+
+def _has_glob(text: str) -> bool:
+    return any(ch in _GLOB_CHARS for ch in text)
+
+
+def _glob_base(pattern: str) -> Path:
+    """The folder before the first path component with a wildcard."""
+    parts = Path(pattern).parts
+    base: list[str] = []
+    for part in parts:
+        if _has_glob(part):
+            break
+        base.append(part)
+    return Path(*base) if base else Path(".")
+
+
+def _walk(folder: Path, skip: Path | None, skip_outputs: bool) -> list[Path]:
+    """Audio files under ``folder`` (recursive, sorted, hidden entries and ``skip`` left out)."""
+    found: list[Path] = []
+    skip_resolved = skip.resolve() if skip is not None else None
+    for root, dirs, files in os.walk(folder):
+        root_path = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and (skip_resolved is None or (root_path / d).resolve() != skip_resolved))
+        for name in sorted(files):
+            p = root_path / name
+            if name.startswith(".") or p.suffix.lower().lstrip(".") not in AUDIO_EXTENSIONS:
+                continue
+            if skip_outputs and p.stem.endswith(OUTPUT_SUFFIX):
+                continue
+            found.append(p)
+    return found
+
+
+def _file_id(path: Path) -> tuple[int, int] | Path:
+    """Identity of a file: (device, inode) when it exists, else its resolved path."""
+    try:
+        st = path.stat()
+        return (st.st_dev, st.st_ino)
+    except OSError:
+        return path.resolve()
+
+
+def _is_folder_target(output: str) -> bool:
+    p = Path(output)
+    return p.is_dir() or output.endswith(("/", os.sep)) or p.suffix == ""
+
+
+def plan_jobs(inputs: Sequence[str | Path], output: str | Path | None = None) -> list[FileResult]:
+    """Expand inputs (files, folders searched recursively, glob patterns) into (source, output) jobs.
+
+    Output naming: without ``output``, ``<stem>_enhanced<ext>`` beside each input (folders:
+    files already named ``*_enhanced.*`` are skipped). With one input file, ``output`` is
+    the output file unless it is an existing folder, ends with ``/`` or has no extension;
+    otherwise ``output`` is a folder, and files found in a folder (or by a glob) keep their
+    path relative to that folder (or to the glob's fixed prefix). Problems found here (no
+    such input, nothing matched, outputs colliding or naming an input) are returned as jobs
+    with ``error`` set.
+    """
+    out_str = None if output is None else str(output)
+    single = len(inputs) == 1 and Path(inputs[0]).is_file()
+    out_folder = None
+    if out_str is not None and not (single and not _is_folder_target(out_str)):
+        out_folder = Path(out_str)
+    found: list[tuple[Path, Path]] = []  # (source, path relative to the output folder)
+    jobs: list[FileResult] = []
+    for raw in map(str, inputs):
+        p = Path(raw)
+        if p.is_dir():
+            files = _walk(p, out_folder, skip_outputs=out_str is None)
+            if not files:
+                jobs.append(FileResult(p, None, f"{p}: no audio files in this folder"))
+            found += [(f, f.relative_to(p)) for f in files]
+        elif p.exists():
+            found.append((p, Path(p.name)))
+        elif _has_glob(raw):
+            base = _glob_base(raw)
+            matches = [Path(m) for m in sorted(glob.glob(raw, recursive=True))]
+            files = []
+            for m in matches:
+                if m.is_dir():
+                    files += _walk(m, out_folder, skip_outputs=out_str is None)
+                elif m.is_file():
+                    files.append(m)
+            if not files:
+                jobs.append(FileResult(None, None, f"{raw}: no files match this pattern"))
+            found += [(f, f.relative_to(base)) for f in files]
+        else:
+            jobs.append(FileResult(p, None, f"{p}: no such file or folder"))
+    seen_sources: set[Path] = set()
+    input_ids = {_file_id(src) for src, _ in found}
+    outputs: dict[Path, Path] = {}
+    for src, rel in found:
+        key = src.resolve()
+        if key in seen_sources:
+            continue
+        seen_sources.add(key)
+        if out_str is None:
+            dst = src.with_name(f"{src.stem}{OUTPUT_SUFFIX}{src.suffix}")
+        elif out_folder is None:
+            dst = Path(out_str)
+        else:
+            dst = out_folder / rel
+        dkey = dst.resolve()
+        if _file_id(dst) in input_ids or dkey == key:
+            jobs.append(FileResult(src, dst, f"{src}: its output {dst} is an input file; refusing to "
+                                             f"overwrite it"))
+            continue
+        if dkey in outputs:
+            jobs.append(FileResult(src, dst, f"{src}: its output {dst} is also the output of "
+                                             f"{outputs[dkey]}"))
+            continue
+        outputs[dkey] = src
+        jobs.append(FileResult(src, dst))
+    return jobs
+
+
+@dataclass
+class BatchResult:
+    """Outcome of :func:`enhance_paths`."""
+
+    results: list[FileResult]
+
+    @property
+    def failed(self) -> int:
+        return sum(r.error is not None for r in self.results)
+
+    @property
+    def total(self) -> int:
+        return len(self.results)
+
+
+def _duration(path: Path) -> float:
+    try:
+        info = sf.info(str(path))
+        return info.frames / info.samplerate if info.samplerate else 0.0
+    except Exception:  # unreadable files are reported when they are enhanced
+        return 0.0
+
+
+def enhance_paths(inputs: Sequence[str | Path], output: str | Path | None = None,
+                  model: nn.Module | None = None, *, overwrite: bool = False,
+                  output_rate: int | None = None, attenuation_limit: float | None = None,
+                  plot: bool = False, progress: bool = False,
+                  report: Callable[[str], None] | None = None, chunk_frames: int = CHUNK_FRAMES,
+                  block_size: int = BLOCK_SIZE) -> BatchResult:
+    """Enhance files, folders and globs (see :func:`plan_jobs` for naming), one file at a time.
+
+    A failing file is reported through ``report(one line naming the file)`` and the
+    batch goes on. ``progress`` shows a tqdm bar (audio seconds, file count) on stderr.
+    """
+    from tqdm import tqdm
+
+    model = default_model() if model is None else model
+    _attenuation_mix(attenuation_limit)
+    jobs = plan_jobs(inputs, output)
+    durations = [_duration(j.source) if j.error is None and j.source is not None else 0.0 for j in jobs]
+    results: list[FileResult] = []
+    with tqdm(total=round(sum(durations), 2), unit="s", disable=not progress, file=sys.stderr,
+              dynamic_ncols=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s "
+              "[{elapsed}<{remaining}]") as bar:
+        for i, (job, seconds) in enumerate(zip(jobs, durations, strict=True)):
+            bar.set_description(f"file {i + 1}/{len(jobs)}")
+            start = bar.n
+            result = job
+            if job.error is None:
+                assert job.source is not None and job.output is not None
+                try:
+                    result = enhance_file(job.source, job.output, model, output_rate=output_rate,
+                                          attenuation_limit=attenuation_limit, overwrite=overwrite,
+                                          plot=plot, chunk_frames=chunk_frames, block_size=block_size,
+                                          on_progress=bar.update)
+                except AudioError as exc:
+                    result = FileResult(job.source, job.output, _one_line(exc))
+                except Exception as exc:  # keep going over the other files
+                    result = FileResult(job.source, job.output,
+                                        f"{job.source}: {type(exc).__name__}: {_one_line(exc)}")
+            bar.update(max(0.0, start + seconds - bar.n))
+            results.append(result)
+            if result.error is not None and report is not None:
+                with tqdm.external_write_mode(file=sys.stderr):
+                    report(result.error)
+    return BatchResult(results)
