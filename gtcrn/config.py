@@ -144,6 +144,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if tp in (int, float, str):
         if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if tp is float and isinstance(value, str):
+            try:  # YAML 1.1 reads "1e-5" (no decimal point) as a string
+                return float(value)
+            except ValueError:
+                pass
         if tp is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if tp is str and isinstance(value, str):
@@ -175,3 +180,174 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 __all__ = ["ConfigError", "LossConfig", "ModelConfig", "PRESETS", "from_dict", "to_dict", "load_yaml", "field"]
+
+
+# ---- training (appended by the training engineer) ----------------------------------------------
+
+@dataclass
+class DataConfig:
+    """Training and validation data (see :mod:`gtcrn.data`).
+
+    Sources, combinable where it makes sense: ``manifest`` (JSONL or CSV; rows ``{path, kind}``
+    feed on-the-fly mixing, rows ``{noisy, clean}`` are pairs; paths relative to the manifest's
+    folder), ``speech_dirs`` + ``noise_dirs`` (plain folders for mixing) or ``paired_dir`` (a
+    folder with ``noisy/`` and ``clean/``, VCTK-DEMAND layout). Relative paths in a config are
+    relative to the working directory. All audio is resampled to 16 kHz.
+    """
+
+    manifest: str | None = None
+    speech_dirs: list[str] = field(default_factory=list)
+    noise_dirs: list[str] = field(default_factory=list)
+    paired_dir: str | None = None
+    # Optional fixed dev pairs (noisy/ + clean/); else dev speakers are held out of the training data.
+    dev_paired_dir: str | None = None
+    # Share of speakers (and of noise files) held out for dev where no split is given.
+    dev_fraction: float = 0.1
+    # Decoded 16 kHz audio cache: "memory" (float16 in RAM), "disk" (.npy under cache_dir, memory
+    # mapped) or "none" (decode on every access; paired corpora too large for either).
+    cache: str = "memory"
+    cache_dir: str = ".cache/gtcrn-audio"
+    # Training crops and on-the-fly mixing.
+    segment_seconds: float = 4.0
+    snr_db: tuple[float, float] = (-5.0, 20.0)
+    level_dbfs: tuple[float, float] = (-35.0, -15.0)
+    max_peak: float = 0.99
+    reverb_prob: float = 0.2
+    # "auto" (pyroomacoustics when installed, else synthetic), "pyroomacoustics" or "synthetic".
+    rir_backend: str = "auto"
+    rir_count: int = 200
+    rt60: tuple[float, float] = (0.2, 1.0)
+    # The reverberant target keeps the direct path and the reflections of the first early_ms.
+    early_ms: float = 50.0
+    eq_prob: float = 0.2
+    eq_gain_db: float = 6.0
+    babble_prob: float = 0.1
+    babble_speakers: tuple[int, int] = (3, 6)
+    # Fixed dev set: dev_count items of at most dev_seconds (mixtures are seeded once).
+    dev_count: int = 100
+    dev_seconds: float = 6.0
+    num_workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.cache not in ("memory", "disk", "none"):
+            raise ConfigError(f"data.cache must be memory, disk or none, got {self.cache!r}")
+        if self.rir_backend not in ("auto", "pyroomacoustics", "synthetic"):
+            raise ConfigError(f"data.rir_backend must be auto, pyroomacoustics or synthetic, "
+                              f"got {self.rir_backend!r}")
+        for key in ("snr_db", "level_dbfs", "rt60", "babble_speakers"):
+            lo, hi = getattr(self, key)
+            if lo > hi:
+                raise ConfigError(f"data.{key}: the low end {lo} exceeds the high end {hi}")
+        for key in ("reverb_prob", "eq_prob", "babble_prob", "dev_fraction"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"data.{key} must lie in [0, 1]")
+        if self.segment_seconds <= 0 or self.dev_seconds <= 0:
+            raise ConfigError("data.segment_seconds and data.dev_seconds must be positive")
+        if not 0.0 < self.max_peak <= 1.0:
+            raise ConfigError("data.max_peak must lie in (0, 1]")
+        if self.rt60[0] <= 0:
+            raise ConfigError("data.rt60 must be positive")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, precision, validation and logging (see :mod:`gtcrn.train`)."""
+
+    seed: int = 0
+    batch_size: int = 16  # per process
+    epochs: int = 100
+    # Examples per epoch over all processes; 0 = one per training utterance (mixing) or pair.
+    examples_per_epoch: int = 0
+    max_steps: int = 0  # 0 = no limit
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup_steps: int = 1000
+    # "cosine" (to final_lr at the last step), "step" (x step_gamma every step_every steps), "constant".
+    schedule: str = "cosine"
+    final_lr: float = 1e-5
+    step_every: int = 10000
+    step_gamma: float = 0.5
+    grad_clip: float = 5.0  # max global gradient norm; 0 = off
+    # "auto" = bf16 (fp16 + loss scaling where bf16 is unsupported) on CUDA, none on CPU.
+    amp: str = "auto"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    num_threads: int = 0  # CPU threads per process; 0 = torch's default
+    validate_every: int = 1  # epochs
+    validate_before: bool = False  # also score the untrained model (row epoch 0 of metrics.csv)
+    dev_metrics: list[str] = field(default_factory=lambda: ["pesq_wb", "stoi", "si_sdr"])
+    best_metric: str = "pesq_wb"  # higher is better; "dev_loss" is lower-is-better
+    progress: bool = True
+    log_every: int = 0  # print a plain log line every N steps (0 = off)
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("cosine", "step", "constant"):
+            raise ConfigError(f"train.schedule must be cosine, step or constant, got {self.schedule!r}")
+        if self.amp not in ("auto", "bf16", "fp16", "none"):
+            raise ConfigError(f"train.amp must be auto, bf16, fp16 or none, got {self.amp!r}")
+        if self.batch_size < 1 or self.epochs < 0 or self.max_steps < 0 or self.warmup_steps < 0:
+            raise ConfigError("train.batch_size must be >= 1; epochs, max_steps, warmup_steps >= 0")
+        if self.validate_every < 1:
+            raise ConfigError("train.validate_every must be >= 1")
+        known = ("pesq_wb", "pesq_nb", "stoi", "estoi", "si_sdr")
+        for m in self.dev_metrics:
+            if m not in known:
+                raise ConfigError(f"train.dev_metrics: unknown metric {m!r}; choose from {known}")
+        if self.best_metric != "dev_loss" and self.best_metric not in self.dev_metrics:
+            raise ConfigError(f"train.best_metric {self.best_metric!r} must be 'dev_loss' or one of "
+                              f"train.dev_metrics")
+
+
+@dataclass
+class RunConfig:
+    """One training run: model preset + overrides, data, optimisation and loss.
+
+    YAML files hold overrides only, e.g. ``configs/gtcrn-g32.yaml``::
+
+        preset: gtcrn-g32
+        model: {stem_groups: 4}
+        data: {manifest: data/pool/manifest.jsonl}
+        train: {epochs: 50}
+    """
+
+    preset: str = "gtcrn-g32"
+    model: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        self.model = dict(self.model or {})
+        self.model_config()  # validate the preset and the model overrides now
+
+    def model_config(self) -> ModelConfig:
+        """The preset with the ``model`` overrides applied (unknown keys raise ConfigError)."""
+        base = ModelConfig.preset(self.preset)
+        return from_dict(ModelConfig, {**to_dict(base), **self.model}, prefix="model")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The full, resolved config (the model section holds every model value)."""
+        out = to_dict(self)
+        out["model"] = to_dict(self.model_config())
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        return from_dict(cls, data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        """A YAML file of overrides (unknown keys anywhere raise ConfigError naming the key)."""
+        try:
+            return from_dict(cls, load_yaml(path))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    def save(self, path: str | Path) -> None:
+        """Write the full resolved config as YAML."""
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        Path(path).write_text(text, encoding="utf-8")
+
+
+__all__ += ["DataConfig", "RunConfig", "TrainConfig"]

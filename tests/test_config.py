@@ -54,3 +54,12 @@ def test_yaml_top_level_must_be_mapping(tmp_path):
     path.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_yaml(path)
+
+
+def test_yaml_exponent_without_decimal_point_is_a_float(tmp_path):
+    path = tmp_path / "l.yaml"
+    path.write_text("eps: 1e-5\nri_weight: 2.5e1\n")
+    cfg = from_dict(LossConfig, load_yaml(path))
+    assert cfg.eps == 1e-5 and cfg.ri_weight == 25.0
+    with pytest.raises(ConfigError, match="eps"):
+        from_dict(LossConfig, {"eps": "small"})

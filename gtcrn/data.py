@@ -1,0 +1,854 @@
+"""Training data: on-the-fly mixing, paired folders and manifests, all at 16 kHz.
+
+Three sources (see :class:`gtcrn.config.DataConfig`):
+
+a. **On-the-fly mixing** of clean speech and noise, listed by a pool manifest (rows
+   ``{"path", "kind": "speech"|"noise", "split"?, "speaker"?}``, as written by
+   :mod:`gtcrn.prepare`) or found in plain folders (``speech_dirs``/``noise_dirs``). Each
+   example is built by :meth:`MixingDataset.mix`:
+
+   1. a random crop of ``segment_seconds`` from one utterance (zero padded when shorter);
+   2. with probability ``eq_prob`` a random biquad (low/high shelf or peak, +-``eq_gain_db``)
+      on the speech and an independent one on the noise. The target carries the same speech
+      EQ, so the network learns to remove noise, not to equalise;
+   3. with probability ``reverb_prob`` a room impulse response from a bank of simulated rooms
+      (pyroomacoustics, the optional ``reverb`` extra; without it a synthetic bank of
+      exponentially decaying noise tails with sparse early reflections). The mixture gets
+      the full reverberant speech, the **target the direct path plus the early reflections**
+      (the first ``early_ms`` = 50 ms after the direct path), as GTCRN's authors train. Both
+      are shifted by the direct-path delay, so the target stays aligned with the mixture;
+   4. noise: a random crop of a noise file (looped when shorter) or, with probability
+      ``babble_prob``, babble made of 3-6 utterances of OTHER training speakers (other
+      files where speakers are unknown), each at equal RMS;
+   5. the noise is scaled to an SNR drawn uniformly from ``snr_db``, measured between the
+      speech as it is in the mixture (reverberant, if reverberated) and the noise;
+   6. the mixture is scaled to an RMS level drawn from ``level_dbfs``, target with the same
+      gain; if the mixture or target peak would exceed ``max_peak`` (0.99) both are scaled
+      down together, so nothing ever clips.
+
+   The randomness of an example is a pure function of (seed, epoch, position in the epoch):
+   epochs are reproducible whatever the number of loader workers, and a resumed run sees
+   exactly the batches an uninterrupted one would.
+
+b. **Paired folders**: ``paired_dir/noisy/**`` and ``paired_dir/clean/**`` with matching
+   relative paths (the VCTK-DEMAND layout); random aligned crops.
+
+c. **Manifests** (JSONL or CSV) of ``noisy``/``clean`` columns for corpora too large to scan.
+
+Splits: a manifest's ``split`` column wins. Otherwise speakers are held out by a stable hash
+(``dev_fraction`` of them, at least one): the speaker is the ``speaker`` column, else the
+file's parent folder name, or for flat folders the file name up to the first ``_``
+(``p226_001.wav`` -> ``p226``). Noise files without a split are held out file by file.
+
+The validation set is fixed: ``dev_count`` mixtures generated once from the dev speakers and
+dev noise with a seed of their own (identical on every call and every epoch), or the dev pairs
+(cropped to at most ``dev_seconds``).
+
+Decoded, resampled audio is cached (``cache``): ``memory`` keeps float16 arrays in RAM
+(relative precision 2^-11, far below any training SNR), ``disk`` writes float16 ``.npy`` files
+under ``cache_dir`` keyed by path, size and mtime and memory-maps them (shared by every
+process and every run), ``none`` decodes on access.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import signal as sps
+
+from .audio import AudioError, read_audio, resample
+from .config import ConfigError, DataConfig
+from .stft import SAMPLE_RATE
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff")
+CACHE_VERSION = "1"
+_EPS = 1e-12
+# Domains that keep the per-purpose random streams apart (numpy SeedSequence entropy words).
+_TRAIN_STREAM = 0x7A11
+_DEV_STREAM = 0xDE7
+_RIR_STREAM = 0x515
+
+
+class DataError(ConfigError):
+    """The data described by a config cannot be used; the message says why."""
+
+
+# ---- files, manifests and splits ------------------------------------------------------------
+
+@dataclass
+class Entry:
+    """One audio file of a pool (speech or noise)."""
+
+    path: Path
+    kind: str  # "speech" | "noise"
+    split: str  # "train" | "dev"
+    speaker: str | None = None
+
+
+@dataclass
+class PairEntry:
+    """One (noisy, clean) pair."""
+
+    noisy: Path
+    clean: Path
+    split: str
+    speaker: str | None = None
+
+
+def list_audio(root: str | Path) -> list[Path]:
+    """Audio files under ``root`` (recursive, sorted)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+
+
+def speaker_of(path: Path, root: Path | None = None) -> str:
+    """Parent folder name, or for a file directly in ``root`` its name up to the first '_'."""
+    if root is not None and path.parent == root:
+        return path.stem.split("_")[0]
+    return path.parent.name
+
+
+def _stable_fraction(key: str) -> float:
+    """A hash of ``key`` as a number in [0, 1) that is the same on every machine and run."""
+    return int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:12], 16) / float(16**12)
+
+
+def held_out(keys: Sequence[str], fraction: float) -> set[str]:
+    """The ``fraction`` (at least one when there are two or more) of distinct ``keys`` with the
+    lowest stable hash: a deterministic split that does not depend on order or on other keys."""
+    distinct = sorted(set(keys), key=lambda k: (_stable_fraction(k), k))
+    if len(distinct) < 2 or fraction <= 0:
+        return set()
+    count = min(len(distinct) - 1, max(1, round(fraction * len(distinct))))
+    return set(distinct[:count])
+
+
+def read_manifest(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL or CSV manifest; path-like columns are resolved against its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such manifest (build the pool with `python -m gtcrn.prepare` "
+                        f"or point data.manifest at an existing file)")
+    rows: list[dict[str, Any]] = []
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".csv":
+        rows = [dict(r) for r in csv.DictReader(text.splitlines())]
+    else:
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{n}: not JSON ({exc.msg})") from None
+    base = path.parent
+    for row in rows:
+        for key in ("path", "noisy", "clean"):
+            if row.get(key):
+                p = Path(row[key])
+                row[key] = p if p.is_absolute() else base / p
+        for key in ("split", "speaker", "kind"):
+            if row.get(key) in ("", None):
+                row[key] = None
+    return rows
+
+
+def _split_pool(entries: list[Entry], unsplit: list[int], fraction: float) -> None:
+    """Give a split to entries that have none: speech by speaker, noise by file."""
+    speech = [i for i in unsplit if entries[i].kind == "speech"]
+    noise = [i for i in unsplit if entries[i].kind == "noise"]
+    dev_spk = held_out([entries[i].speaker or str(entries[i].path) for i in speech], fraction)
+    for i in speech:
+        entries[i].split = "dev" if (entries[i].speaker or str(entries[i].path)) in dev_spk else "train"
+    dev_noise = held_out([str(entries[i].path) for i in noise], fraction)
+    for i in noise:
+        entries[i].split = "dev" if str(entries[i].path) in dev_noise else "train"
+
+
+def pool_entries(cfg: DataConfig) -> list[Entry]:
+    """Speech and noise files for mixing from ``cfg.manifest`` rows and the plain folders."""
+    entries: list[Entry] = []
+    unsplit: list[int] = []
+    if cfg.manifest:
+        for row in read_manifest(cfg.manifest):
+            if "path" not in row:
+                continue
+            kind = row.get("kind")
+            if kind not in ("speech", "noise"):
+                raise DataError(f"{cfg.manifest}: row for {row['path']} has kind {kind!r} "
+                                f"(expected speech or noise)")
+            split = row.get("split")
+            if split not in (None, "train", "dev"):
+                raise DataError(f"{cfg.manifest}: row for {row['path']} has split {split!r}")
+            speaker = row.get("speaker")
+            if kind == "speech" and speaker is None:
+                speaker = row["path"].parent.name
+            if split is None:
+                unsplit.append(len(entries))
+            entries.append(Entry(row["path"], kind, split or "", None if speaker is None else str(speaker)))
+    for kind, dirs in (("speech", cfg.speech_dirs), ("noise", cfg.noise_dirs)):
+        for d in dirs:
+            root = Path(d)
+            for p in list_audio(root):
+                unsplit.append(len(entries))
+                entries.append(Entry(p, kind, "", speaker_of(p, root) if kind == "speech" else None))
+    _split_pool(entries, unsplit, cfg.dev_fraction)
+    return entries
+
+
+def pair_entries(cfg: DataConfig) -> list[PairEntry]:
+    """(noisy, clean) pairs from ``paired_dir``, ``dev_paired_dir`` and ``{noisy, clean}`` manifest rows."""
+    pairs: list[PairEntry] = []
+    unsplit: list[int] = []
+
+    def folder(root: Path, split: str | None) -> None:
+        noisy_root, clean_root = root / "noisy", root / "clean"
+        if not noisy_root.is_dir() or not clean_root.is_dir():
+            raise DataError(f"{root}: a paired folder needs noisy/ and clean/ subfolders")
+        noisy = {p.relative_to(noisy_root): p for p in list_audio(noisy_root)}
+        clean = {p.relative_to(clean_root): p for p in list_audio(clean_root)}
+        missing = sorted(set(noisy) ^ set(clean))
+        if missing:
+            raise DataError(f"{root}: {len(missing)} file(s) have no partner in the other folder, "
+                            f"e.g. {missing[0]}")
+        for rel in sorted(noisy):
+            if split is None:
+                unsplit.append(len(pairs))
+            pairs.append(PairEntry(noisy[rel], clean[rel], split or "", speaker_of(clean[rel], clean_root)))
+
+    if cfg.paired_dir:
+        folder(Path(cfg.paired_dir), "train" if cfg.dev_paired_dir else None)
+    if cfg.dev_paired_dir:
+        folder(Path(cfg.dev_paired_dir), "dev")
+    if cfg.manifest:
+        for row in read_manifest(cfg.manifest):
+            if "noisy" not in row and "clean" not in row:
+                continue
+            if not row.get("noisy") or not row.get("clean"):
+                raise DataError(f"{cfg.manifest}: a paired row needs both noisy and clean: {row}")
+            split = row.get("split")
+            if split is None:
+                unsplit.append(len(pairs))
+            speaker = row.get("speaker") or row["clean"].parent.name
+            pairs.append(PairEntry(row["noisy"], row["clean"], split or "", str(speaker)))
+    dev_spk = held_out([pairs[i].speaker or str(pairs[i].clean) for i in unsplit], cfg.dev_fraction)
+    for i in unsplit:
+        pairs[i].split = "dev" if (pairs[i].speaker or str(pairs[i].clean)) in dev_spk else "train"
+    return pairs
+
+
+# ---- decoding and caching -------------------------------------------------------------------
+
+def load_mono_16k(path: str | Path) -> np.ndarray:
+    """Decode a file as float32 mono (channel mean) at 16 kHz."""
+    audio, sr, _ = read_audio(path)  # (channels, samples)
+    mono = audio.mean(axis=0) if audio.shape[0] > 1 else audio[0]  # (samples,)
+    return np.ascontiguousarray(resample(mono, sr, SAMPLE_RATE), dtype=np.float32)
+
+
+def _cache_key(path: Path) -> str:
+    st = path.stat()
+    ident = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{SAMPLE_RATE}|{CACHE_VERSION}"
+    return hashlib.sha1(ident.encode("utf-8")).hexdigest()
+
+
+class AudioBank:
+    """A list of audio files decoded once to 16 kHz mono and cached (see module docstring).
+
+    ``bank[i]`` is a 1-D array (float16 in memory/disk mode, float32 with ``cache="none"``);
+    convert the slice you need with ``.astype(np.float32)``.
+    """
+
+    def __init__(self, paths: Sequence[Path], cache: str = "memory", cache_dir: str | Path | None = None,
+                 progress: bool = False, desc: str = "decoding audio") -> None:
+        self.paths = [Path(p) for p in paths]
+        self.cache = cache
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._arrays: list[np.ndarray] = []
+        if cache == "disk" and self.cache_dir is None:
+            raise DataError("data.cache = disk needs data.cache_dir")
+        if cache in ("memory", "disk"):
+            loader = self._load_memory if cache == "memory" else self._load_disk
+            workers = max(1, min(8, os.cpu_count() or 1))
+            with ThreadPoolExecutor(workers) as pool:
+                results = pool.map(loader, self.paths)
+                if progress and len(self.paths) > 20:
+                    from tqdm import tqdm
+
+                    results = tqdm(results, total=len(self.paths), desc=desc, file=sys.stderr)
+                self._arrays = list(results)
+            self.lengths = [int(a.shape[0]) for a in self._arrays]
+        else:
+            self.lengths = [self._probe_length(p) for p in self.paths]
+
+    @staticmethod
+    def _probe_length(path: Path) -> int:
+        import soundfile as sf
+
+        try:
+            info = sf.info(str(path))
+        except Exception as exc:  # noqa: BLE001 - soundfile raises several types
+            raise AudioError(f"{path}: not a readable audio file ({exc})") from None
+        return int(math.ceil(info.frames * SAMPLE_RATE / info.samplerate))
+
+    @staticmethod
+    def _load_memory(path: Path) -> np.ndarray:
+        return load_mono_16k(path).astype(np.float16)
+
+    def _load_disk(self, path: Path) -> np.ndarray:
+        assert self.cache_dir is not None
+        key = _cache_key(path)
+        target = self.cache_dir / key[:2] / f"{key}.npy"
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            data = load_mono_16k(path).astype(np.float16)
+            fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".npy", dir=str(target.parent))
+            os.close(fd)
+            try:
+                np.save(tmp, data)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return np.load(target, mmap_mode="r")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self.cache == "none":
+            return load_mono_16k(self.paths[i])
+        return self._arrays[i]
+
+
+# ---- signal helpers -------------------------------------------------------------------------
+
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)) + _EPS))
+
+
+def crop(audio: np.ndarray, length: int, rng: np.random.Generator, loop: bool = False) -> np.ndarray:
+    """A random ``length``-sample float32 excerpt; shorter audio is zero padded at a random
+    offset, or looped from a random start when ``loop``."""
+    n = int(audio.shape[0])
+    if n >= length:
+        start = int(rng.integers(0, n - length + 1))
+        return np.asarray(audio[start:start + length], dtype=np.float32)
+    if n == 0:
+        return np.zeros(length, dtype=np.float32)
+    if loop:
+        reps = -(-(length + n) // n)
+        tiled = np.tile(np.asarray(audio, dtype=np.float32), reps)  # (reps * n,)
+        start = int(rng.integers(0, n))
+        return tiled[start:start + length].copy()
+    out = np.zeros(length, dtype=np.float32)
+    start = int(rng.integers(0, length - n + 1))
+    out[start:start + n] = audio
+    return out
+
+
+def random_biquad(rng: np.random.Generator, gain_db: float, sample_rate: int = SAMPLE_RATE
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """A random low-shelf, high-shelf or peaking biquad (RBJ cookbook), gain in +-``gain_db``.
+
+    Returns (b, a) with a[0] = 1. Centre/corner frequencies are log-uniform in 100-6000 Hz.
+    """
+    kind = ("lowshelf", "highshelf", "peak")[int(rng.integers(0, 3))]
+    f0 = float(np.exp(rng.uniform(np.log(100.0), np.log(6000.0))))
+    gain = float(rng.uniform(-gain_db, gain_db))
+    q = float(rng.uniform(0.5, 2.0))
+    a_lin = 10.0 ** (gain / 40.0)
+    w0 = 2.0 * np.pi * f0 / sample_rate
+    cw, sw = np.cos(w0), np.sin(w0)
+    alpha = sw / (2.0 * q)
+    if kind == "peak":
+        b = [1 + alpha * a_lin, -2 * cw, 1 - alpha * a_lin]
+        a = [1 + alpha / a_lin, -2 * cw, 1 - alpha / a_lin]
+    else:
+        sq = 2.0 * np.sqrt(a_lin) * alpha
+        if kind == "lowshelf":
+            b = [a_lin * ((a_lin + 1) - (a_lin - 1) * cw + sq), 2 * a_lin * ((a_lin - 1) - (a_lin + 1) * cw),
+                 a_lin * ((a_lin + 1) - (a_lin - 1) * cw - sq)]
+            a = [(a_lin + 1) + (a_lin - 1) * cw + sq, -2 * ((a_lin - 1) + (a_lin + 1) * cw),
+                 (a_lin + 1) + (a_lin - 1) * cw - sq]
+        else:
+            b = [a_lin * ((a_lin + 1) + (a_lin - 1) * cw + sq), -2 * a_lin * ((a_lin - 1) + (a_lin + 1) * cw),
+                 a_lin * ((a_lin + 1) + (a_lin - 1) * cw - sq)]
+            a = [(a_lin + 1) - (a_lin - 1) * cw + sq, 2 * ((a_lin - 1) - (a_lin + 1) * cw),
+                 (a_lin + 1) - (a_lin - 1) * cw - sq]
+    b_arr, a_arr = np.asarray(b, dtype=np.float64), np.asarray(a, dtype=np.float64)
+    return b_arr / a_arr[0], a_arr / a_arr[0]
+
+
+# ---- room impulse responses -----------------------------------------------------------------
+
+@dataclass
+class RIR:
+    """An impulse response and the index of its direct path."""
+
+    taps: np.ndarray  # float32 (n,)
+    direct: int
+
+
+def synthetic_rir(rng: np.random.Generator, rt60: float, sample_rate: int = SAMPLE_RATE) -> RIR:
+    """A simple synthetic room: direct path after 2-15 ms, 4-12 sparse early reflections in
+    the first 50 ms and a Gaussian tail decaying by 60 dB over ``rt60`` seconds, at a random
+    direct-to-reverberant ratio (-3..12 dB)."""
+    direct = int(rng.integers(int(0.002 * sample_rate), int(0.015 * sample_rate)))
+    n = direct + int(rt60 * sample_rate) + 1
+    taps = np.zeros(n, dtype=np.float64)
+    taps[direct] = 1.0
+    tail_len = n - direct
+    t = np.arange(tail_len) / sample_rate  # seconds after the direct path
+    decay = np.exp(-6.9078 * t / rt60)  # -60 dB at rt60
+    tail = rng.standard_normal(tail_len) * decay
+    onset = min(tail_len, int(0.005 * sample_rate))
+    tail[:onset] *= np.linspace(0.0, 1.0, onset, endpoint=False)  # diffuse tail builds up over 5 ms
+    drr_db = rng.uniform(-3.0, 12.0)
+    tail *= np.sqrt(10.0 ** (-drr_db / 10.0) / (np.sum(tail**2) + _EPS))
+    taps[direct:] += tail
+    k = int(rng.integers(4, 13))
+    delays = rng.integers(int(0.001 * sample_rate), int(0.05 * sample_rate), k)
+    amps = rng.uniform(-0.6, 0.6, k) * np.exp(-6.9078 * delays / sample_rate / rt60)
+    np.add.at(taps, direct + delays, amps)
+    return RIR(taps.astype(np.float32), direct)
+
+
+def pyroomacoustics_rir(rng: np.random.Generator, rt60: float, sample_rate: int = SAMPLE_RATE) -> RIR:
+    """A shoebox room (image source method) of random size with absorption set by Sabine's
+    formula for ``rt60``; source and microphone at random positions at least 0.5 m apart."""
+    import pyroomacoustics as pra
+
+    for _ in range(20):
+        dims = np.array([rng.uniform(3.0, 10.0), rng.uniform(3.0, 8.0), rng.uniform(2.4, 4.0)])
+        try:
+            absorption, max_order = pra.inverse_sabine(rt60, dims)
+        except ValueError:  # the room is too large for so short a reverberation time
+            continue
+        room = pra.ShoeBox(dims, fs=sample_rate, materials=pra.Material(absorption),
+                           max_order=int(min(max_order, 20)))
+        src = rng.uniform(0.5, dims - 0.5)
+        mic = rng.uniform(0.5, dims - 0.5)
+        if np.linalg.norm(src - mic) < 0.5:
+            continue
+        room.add_source(src)
+        room.add_microphone(mic)
+        room.compute_rir()
+        taps = np.asarray(room.rir[0][0], dtype=np.float32)
+        return RIR(taps, int(np.argmax(np.abs(taps))))
+    return synthetic_rir(rng, rt60, sample_rate)
+
+
+def rir_backend(name: str) -> str:
+    """Resolve ``auto`` to ``pyroomacoustics`` when it is installed, else ``synthetic``."""
+    if name == "synthetic":
+        return name
+    try:
+        import pyroomacoustics  # noqa: F401
+    except ImportError:
+        if name == "pyroomacoustics":
+            raise DataError("data.rir_backend = pyroomacoustics, but it is not installed: "
+                            "pip install 'gtcrn[reverb]' (or use rir_backend: synthetic)") from None
+        return "synthetic"
+    return "pyroomacoustics"
+
+
+def rir_bank(count: int, rt60: tuple[float, float], seed: int, backend: str = "auto",
+             cache_dir: str | Path | None = None) -> list[RIR]:
+    """``count`` seeded impulse responses with RT60 uniform in ``rt60`` (cached on disk for
+    pyroomacoustics, whose rooms take a while to simulate)."""
+    backend = rir_backend(backend)
+    make = pyroomacoustics_rir if backend == "pyroomacoustics" else synthetic_rir
+    cache_file = None
+    if cache_dir is not None and backend == "pyroomacoustics":
+        key = hashlib.sha1(f"{backend}|{count}|{rt60}|{seed}|{CACHE_VERSION}".encode()).hexdigest()[:16]
+        cache_file = Path(cache_dir) / f"rirs-{key}.npz"
+        if cache_file.is_file():
+            with np.load(cache_file) as z:
+                offsets, taps, direct = z["offsets"], z["taps"], z["direct"]
+            return [RIR(taps[offsets[i]:offsets[i + 1]].copy(), int(direct[i])) for i in range(count)]
+    bank = []
+    for i in range(count):
+        rng = np.random.default_rng([seed, _RIR_STREAM, i])
+        bank.append(make(rng, float(rng.uniform(*rt60))))
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        offsets = np.cumsum([0] + [r.taps.size for r in bank])
+        fd, tmp = tempfile.mkstemp(prefix=".rirs.", suffix=".npz", dir=str(cache_file.parent))
+        os.close(fd)
+        np.savez(tmp, offsets=offsets, taps=np.concatenate([r.taps for r in bank]),
+                 direct=np.array([r.direct for r in bank]))
+        os.replace(tmp, cache_file)
+    return bank
+
+
+def reverberate(speech: np.ndarray, rir: RIR, early_ms: float, sample_rate: int = SAMPLE_RATE
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(reverberant speech, early target): ``speech`` convolved with the full response and with
+    its first ``early_ms`` after the direct path, both advanced by the direct-path delay so the
+    direct sound stays where it was (same length as ``speech``)."""
+    n = speech.shape[0]
+    end_early = min(rir.taps.size, rir.direct + int(round(early_ms * sample_rate / 1000.0)) + 1)
+    full = sps.fftconvolve(speech, rir.taps)[rir.direct:rir.direct + n]  # (n,)
+    early = sps.fftconvolve(speech, rir.taps[:end_early])[rir.direct:rir.direct + n]  # (n,)
+    return full.astype(np.float32), early.astype(np.float32)
+
+
+# ---- mixing ---------------------------------------------------------------------------------
+
+@dataclass
+class Mixture:
+    """One mixed example and how it was made (the components are as they are in ``noisy``)."""
+
+    noisy: np.ndarray
+    target: np.ndarray
+    speech: np.ndarray  # the speech component of ``noisy`` (reverberant when reverberated)
+    noise: np.ndarray  # the noise component of ``noisy``
+    snr_db: float
+    level_dbfs: float
+    gain: float
+    speaker: str | None
+    noise_kind: str  # "noise" | "babble"
+    babble_speakers: list[str | None] = field(default_factory=list)
+    reverb: bool = False
+    eq: bool = False
+
+
+class MixingDataset(torch.utils.data.Dataset):
+    """On-the-fly mixtures of one split's speech and noise (see the module docstring).
+
+    ``len(ds)`` is the number of utterances; ``ds[key]`` with ``key = (epoch, position, index)``
+    returns ``(noisy, target)`` float32 tensors of ``segment`` samples, its randomness drawn
+    from (seed, epoch, position); an int key uses (seed, index).
+    """
+
+    def __init__(self, speech: AudioBank, speakers: Sequence[str | None], noise: AudioBank,
+                 cfg: DataConfig, seed: int, segment: int, rirs: Sequence[RIR] = ()) -> None:
+        if len(speech) == 0:
+            raise DataError("no speech files for mixing")
+        if len(noise) == 0:
+            raise DataError("no noise files for mixing")
+        self.speech = speech
+        self.speakers = list(speakers)
+        self.noise = noise
+        self.cfg = cfg
+        self.seed = int(seed)
+        self.segment = int(segment)
+        self.rirs = list(rirs)
+        # Per utterance: the utterances of other speakers (other files where speakers are unknown).
+        by_speaker: dict[str, list[int]] = {}
+        for i, s in enumerate(self.speakers):
+            if s is not None:
+                by_speaker.setdefault(s, []).append(i)
+        self._all = np.arange(len(self.speakers))
+        self._same: dict[str, np.ndarray] = {s: np.array(v) for s, v in by_speaker.items()}
+
+    def __len__(self) -> int:
+        return len(self.speech)
+
+    def others(self, index: int) -> np.ndarray:
+        """Indices of utterances usable as babble for utterance ``index``."""
+        spk = self.speakers[index]
+        excluded = self._same[spk] if spk is not None else np.array([index])
+        return np.setdiff1d(self._all, excluded, assume_unique=True)
+
+    def _speech_crop(self, index: int, rng: np.random.Generator) -> np.ndarray:
+        """A crop with some signal in it (a few tries, for files with long silences)."""
+        x = crop(self.speech[index], self.segment, rng)
+        for _ in range(4):
+            if rms(x) > 1e-4:
+                break
+            x = crop(self.speech[index], self.segment, rng)
+        return x
+
+    def _babble(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, list[str | None]] | None:
+        pool = self.others(index)
+        if pool.size == 0:
+            return None
+        lo, hi = self.cfg.babble_speakers
+        k = min(int(rng.integers(lo, hi + 1)), pool.size)
+        chosen = rng.choice(pool, size=k, replace=False)
+        out = np.zeros(self.segment, dtype=np.float64)
+        for j in chosen:
+            talker = crop(self.speech[int(j)], self.segment, rng, loop=True)
+            out += talker / rms(talker)
+        return out.astype(np.float32), [self.speakers[int(j)] for j in chosen]
+
+    def mix(self, index: int, rng: np.random.Generator) -> Mixture:
+        """Build the example for utterance ``index`` with randomness from ``rng``."""
+        cfg = self.cfg
+        dry = self._speech_crop(index, rng)  # (L,)
+        eq = bool(rng.random() < cfg.eq_prob)
+        if eq:
+            b, a = random_biquad(rng, cfg.eq_gain_db)
+            dry = sps.lfilter(b, a, dry).astype(np.float32)
+        reverb = bool(self.rirs) and bool(rng.random() < cfg.reverb_prob)
+        if reverb:
+            rir = self.rirs[int(rng.integers(0, len(self.rirs)))]
+            speech, target = reverberate(dry, rir, cfg.early_ms)
+        else:
+            speech, target = dry, dry.copy()
+        noise_kind, babble_spk = "noise", []
+        babble = self._babble(index, rng) if rng.random() < cfg.babble_prob else None
+        if babble is not None:
+            noise, babble_spk = babble
+            noise_kind = "babble"
+        else:
+            j = int(rng.integers(0, len(self.noise)))
+            noise = crop(self.noise[j], self.segment, rng, loop=True)
+            for _ in range(4):  # avoid digital silence in a noise file
+                if rms(noise) > 1e-6:
+                    break
+                j = int(rng.integers(0, len(self.noise)))
+                noise = crop(self.noise[j], self.segment, rng, loop=True)
+        if eq:
+            b, a = random_biquad(rng, cfg.eq_gain_db)
+            noise = sps.lfilter(b, a, noise).astype(np.float32)
+        snr = float(rng.uniform(*cfg.snr_db))
+        level = float(rng.uniform(*cfg.level_dbfs))
+        speech64, target64, noise64 = (np.asarray(v, np.float64) for v in (speech, target, noise))
+        p_speech = float(np.mean(speech64**2))
+        p_noise = float(np.mean(noise64**2))
+        if p_speech > 0 and p_noise > 0:
+            noise64 *= np.sqrt(p_speech / (p_noise * 10.0 ** (snr / 10.0)))
+        noisy64 = speech64 + noise64
+        gain = 10.0 ** (level / 20.0) / rms(noisy64)
+        peak = gain * max(float(np.max(np.abs(noisy64))), float(np.max(np.abs(target64))))
+        if peak > cfg.max_peak:
+            gain *= cfg.max_peak / peak
+        as32 = [(v * gain).astype(np.float32) for v in (noisy64, target64, speech64, noise64)]
+        return Mixture(as32[0], as32[1], as32[2], as32[3], snr, level, gain, self.speakers[index],
+                       noise_kind, babble_spk, reverb, eq)
+
+    def rng_for(self, key: int | tuple[int, int, int]) -> tuple[int, np.random.Generator]:
+        """(utterance index, generator) for a dataset key."""
+        if isinstance(key, (tuple, list)):
+            epoch, position, index = (int(k) for k in key)
+            return index, np.random.default_rng([self.seed, _TRAIN_STREAM, epoch, position])
+        return int(key), np.random.default_rng([self.seed, _TRAIN_STREAM, 2**31, int(key)])
+
+    def __getitem__(self, key: int | tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, rng = self.rng_for(key)
+        m = self.mix(index, rng)
+        return torch.from_numpy(m.noisy), torch.from_numpy(m.target)
+
+
+class PairedDataset(torch.utils.data.Dataset):
+    """Random aligned crops of (noisy, clean) pairs; keys as for :class:`MixingDataset`."""
+
+    def __init__(self, noisy: AudioBank, clean: AudioBank, seed: int, segment: int) -> None:
+        if len(noisy) == 0:
+            raise DataError("no training pairs")
+        self.noisy, self.clean = noisy, clean
+        self.seed, self.segment = int(seed), int(segment)
+
+    def __len__(self) -> int:
+        return len(self.noisy)
+
+    def __getitem__(self, key: int | tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(key, (tuple, list)):
+            epoch, position, index = (int(k) for k in key)
+            rng = np.random.default_rng([self.seed, _TRAIN_STREAM, epoch, position])
+        else:
+            index = int(key)
+            rng = np.random.default_rng([self.seed, _TRAIN_STREAM, 2**31, index])
+        noisy, clean = self.noisy[index], self.clean[index]
+        n = min(noisy.shape[0], clean.shape[0])
+        length = self.segment
+        out_n = np.zeros(length, dtype=np.float32)
+        out_c = np.zeros(length, dtype=np.float32)
+        if n >= length:
+            start = int(rng.integers(0, n - length + 1))
+            out_n[:] = noisy[start:start + length]
+            out_c[:] = clean[start:start + length]
+        else:
+            start = int(rng.integers(0, length - n + 1))
+            out_n[start:start + n] = noisy[:n]
+            out_c[start:start + n] = clean[:n]
+        return torch.from_numpy(out_n), torch.from_numpy(out_c)
+
+
+# ---- sampling -------------------------------------------------------------------------------
+
+class EpochBatches:
+    """Deterministic, resumable, rank-sharded batches of dataset keys.
+
+    Epoch ``e`` visits ``examples_per_epoch`` positions (default: ``num_items``) over seeded
+    permutations of the items; global batch ``j`` is positions ``[j*B*W, (j+1)*B*W)``, of which
+    rank ``r`` takes the ``r``-th run of ``B``. Keys are ``(epoch, position, item)``.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, seed: int, examples_per_epoch: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.num_items = int(num_items)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.per_epoch = int(examples_per_epoch) or self.num_items
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.global_batch = self.batch_size * self.world_size
+        self.steps_per_epoch = self.per_epoch // self.global_batch
+        if self.steps_per_epoch == 0:
+            raise DataError(f"an epoch of {self.per_epoch} examples is shorter than one global batch "
+                            f"({self.batch_size} x {self.world_size} processes); lower train.batch_size "
+                            f"or raise train.examples_per_epoch")
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The item visited at each position of ``epoch``."""
+        rng = np.random.default_rng([self.seed, _TRAIN_STREAM, 0x0DE5, int(epoch)])
+        reps = -(-self.per_epoch // self.num_items)
+        return np.concatenate([rng.permutation(self.num_items) for _ in range(reps)])[:self.per_epoch]
+
+    def batches(self, epoch: int, start: int = 0) -> list[list[tuple[int, int, int]]]:
+        """This rank's batches of ``epoch`` from batch ``start`` on."""
+        items = self.order(epoch)
+        out = []
+        for j in range(start, self.steps_per_epoch):
+            first = j * self.global_batch + self.rank * self.batch_size
+            out.append([(int(epoch), p, int(items[p])) for p in range(first, first + self.batch_size)])
+        return out
+
+
+# ---- assembling the data of a run ---------------------------------------------------------
+
+@dataclass
+class RunData:
+    """What a training run needs: the training dataset and the fixed dev pairs."""
+
+    train: torch.utils.data.Dataset
+    dev: list[tuple[np.ndarray, np.ndarray]]
+    kind: str  # "mixing" | "paired"
+    summary: dict[str, Any]
+
+
+def make_dev_mixtures(speech: AudioBank, speakers: Sequence[str | None], noise: AudioBank,
+                      cfg: DataConfig, seed: int, rirs: Sequence[RIR] = ()
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``cfg.dev_count`` fixed (noisy, target) mixtures of ``dev_seconds`` from dev speech/noise,
+    seeded by (seed, item) only: the same on every call."""
+    segment = int(round(cfg.dev_seconds * SAMPLE_RATE))
+    ds = MixingDataset(speech, speakers, noise, cfg, seed, segment, rirs)
+    out = []
+    for i in range(cfg.dev_count):
+        rng = np.random.default_rng([seed, _DEV_STREAM, i])
+        m = ds.mix(i % len(speech), rng)
+        out.append((m.noisy, m.target))
+    return out
+
+
+def _dev_pairs(noisy: AudioBank, clean: AudioBank, cfg: DataConfig, seed: int
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Up to ``dev_count`` pairs spread over the dev list, cropped to ``dev_seconds`` (seeded)."""
+    n = len(noisy)
+    picks = np.unique(np.linspace(0, n - 1, min(n, cfg.dev_count)).round().astype(int)) if n else []
+    limit = int(round(cfg.dev_seconds * SAMPLE_RATE))
+    out = []
+    for i in picks:
+        x, y = np.asarray(noisy[int(i)], np.float32), np.asarray(clean[int(i)], np.float32)
+        m = min(x.shape[0], y.shape[0])
+        start = 0
+        if m > limit:
+            start = int(np.random.default_rng([seed, _DEV_STREAM, int(i)]).integers(0, m - limit + 1))
+            m = limit
+        out.append((x[start:start + m].copy(), y[start:start + m].copy()))
+    return out
+
+
+def build_run_data(cfg: DataConfig, seed: int, progress: bool = False, log=print) -> RunData:
+    """Decode (or load from cache) everything ``cfg`` names and build the training dataset and
+    the fixed dev set."""
+    segment = int(round(cfg.segment_seconds * SAMPLE_RATE))
+    cache_dir = cfg.cache_dir if cfg.cache == "disk" else None
+    pairs = pair_entries(cfg)
+    pool = pool_entries(cfg)
+    if pairs and pool:
+        raise DataError("a config feeds either on-the-fly mixing (speech/noise) or pairs, not both")
+    if pairs:
+        train = [p for p in pairs if p.split == "train"]
+        dev = [p for p in pairs if p.split == "dev"]
+        if not train or not dev:
+            raise DataError(f"paired data: {len(train)} training and {len(dev)} dev pairs; both are needed "
+                            f"(add speakers, a split column or data.dev_paired_dir)")
+
+        def bank(paths: list[Path], what: str, cache: str) -> AudioBank:
+            return AudioBank(paths, cache, cache_dir, progress, what)
+
+        ds = PairedDataset(bank([p.noisy for p in train], "noisy", cfg.cache),
+                           bank([p.clean for p in train], "clean", cfg.cache), seed, segment)
+        dev_set = _dev_pairs(bank([p.noisy for p in dev], "dev noisy", "memory"),
+                             bank([p.clean for p in dev], "dev clean", "memory"), cfg, seed)
+        summary = {"source": "paired", "train_pairs": len(train), "dev_pairs": len(dev_set)}
+        return RunData(ds, dev_set, "paired", summary)
+    if not pool:
+        raise DataError("no training data: set data.manifest, data.speech_dirs + data.noise_dirs or "
+                        "data.paired_dir")
+    if cfg.cache == "none":
+        raise DataError("data.cache = none is for paired corpora; mixing pools need memory or disk")
+    groups = {(k, s): [e for e in pool if e.kind == k and e.split == s]
+              for k in ("speech", "noise") for s in ("train", "dev")}
+    for key in (("speech", "train"), ("speech", "dev"), ("noise", "train")):
+        if not groups[key]:
+            raise DataError(f"no {key[1]} {key[0]} files (dev speakers are held out by data.dev_fraction "
+                            f"where the source gives no split)")
+    if not groups[("noise", "dev")]:
+        log("data: no dev noise files; the dev mixtures use the training noise")
+        groups[("noise", "dev")] = groups[("noise", "train")]
+    banks = {key: AudioBank([e.path for e in v], cfg.cache, cache_dir, progress, f"{key[1]} {key[0]}")
+             for key, v in groups.items()}
+    rirs: list[RIR] = []
+    if cfg.reverb_prob > 0:
+        backend = rir_backend(cfg.rir_backend)
+        if backend == "synthetic" and cfg.rir_backend == "auto":
+            log("data: pyroomacoustics is not installed (pip install 'gtcrn[reverb]'); "
+                "reverberation uses the synthetic exponential-decay RIR bank")
+        rir_cache = cfg.cache_dir if cfg.cache == "disk" else None
+        rirs = rir_bank(cfg.rir_count, cfg.rt60, seed, backend, rir_cache)
+    spk = {s: [e.speaker for e in groups[("speech", s)]] for s in ("train", "dev")}
+    ds = MixingDataset(banks[("speech", "train")], spk["train"], banks[("noise", "train")], cfg, seed,
+                       segment, rirs)
+    dev_set = make_dev_mixtures(banks[("speech", "dev")], spk["dev"], banks[("noise", "dev")], cfg, seed,
+                                rirs)
+    hours = {f"{s}_{k}_hours": round(sum(banks[(k, s)].lengths) / SAMPLE_RATE / 3600, 3)
+             for k in ("speech", "noise") for s in ("train", "dev")}
+    summary = {"source": "mixing", "train_utterances": len(ds),
+               "train_speakers": len(set(spk["train"])), "dev_speakers": len(set(spk["dev"])),
+               "dev_mixtures": len(dev_set), "rirs": len(rirs), **hours}
+    return RunData(ds, dev_set, "mixing", summary)
+
+
+def iterate_batches(dataset: torch.utils.data.Dataset, batches: Sequence[Sequence[Any]],
+                    num_workers: int = 0, pin_memory: bool = False
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(noisy (B, L), clean (B, L)) for each batch of keys, loaded by ``num_workers`` processes
+    (which ignore SIGINT: the training loop handles Ctrl-C)."""
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=list(batches), num_workers=num_workers,
+                                         pin_memory=pin_memory, worker_init_fn=_worker_init if num_workers
+                                         else None)
+    yield from loader
+
+
+def _worker_init(_: int) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+__all__ = [
+    "AudioBank", "DataError", "Entry", "EpochBatches", "Mixture", "MixingDataset", "PairEntry",
+    "PairedDataset", "RIR", "RunData", "build_run_data", "crop", "held_out", "iterate_batches",
+    "list_audio", "load_mono_16k", "make_dev_mixtures", "pair_entries", "pool_entries", "random_biquad",
+    "read_manifest", "reverberate", "rir_bank", "rir_backend", "rms", "speaker_of", "synthetic_rir",
+]

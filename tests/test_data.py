@@ -1,0 +1,367 @@
+"""Data pipeline: mixing math, reverberation targets, babble, splits, fixed dev set, paired
+folders, manifests, caching and the resumable sampler. All audio is synthetic, written to tmp."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from gtcrn.config import DataConfig
+from gtcrn.data import (
+    RIR,
+    AudioBank,
+    DataError,
+    EpochBatches,
+    MixingDataset,
+    build_run_data,
+    held_out,
+    pair_entries,
+    pool_entries,
+    reverberate,
+    rir_backend,
+    rir_bank,
+)
+
+SR = 16000
+
+
+# ---- synthetic audio (also used by tests/test_train.py) -------------------------------------
+
+def harmonic_speech(rng: np.random.Generator, f0: float, seconds: float) -> np.ndarray:
+    """'Speech': a harmonic tone with vibrato and a syllable-rate on/off envelope."""
+    t = np.arange(int(seconds * SR)) / SR
+    freq = f0 * (1 + 0.05 * np.sin(2 * np.pi * rng.uniform(2, 5) * t))
+    phase = 2 * np.pi * np.cumsum(freq) / SR
+    tone = sum(np.sin(k * phase) / k for k in range(1, 12))
+    env = np.clip(np.sin(2 * np.pi * rng.uniform(3, 5) * t + rng.uniform(0, 6)), 0, None) ** 2
+    return (0.1 * tone * env).astype(np.float32)
+
+
+def _write(path: Path, audio: np.ndarray, rate: int = SR) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if rate != SR:
+        audio = soxr.resample(audio, SR, rate)
+    sf.write(path, audio, rate)
+
+
+def write_pool(root: Path, speakers: int = 6, per_speaker: int = 2, seconds: float = 2.0,
+               dev_speakers: int = 2) -> Path:
+    """A tiny pool like gtcrn.prepare's: speech at mixed rates by speaker folder, four noises,
+    manifest.jsonl with splits (the last ``dev_speakers`` speakers and one noise are dev)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for s in range(speakers):
+        for u in range(per_speaker):
+            rate = (SR, 22050, 8000)[(s + u) % 3]
+            rel = f"speech/spk{s}/u{u}.wav"
+            _write(root / rel, harmonic_speech(rng, 90 + 25 * s, seconds), rate)
+            split = "dev" if s >= speakers - dev_speakers else "train"
+            rows.append({"path": rel, "kind": "speech", "split": split,
+                         "source": "synthetic", "licence": "CC0", "speaker": f"spk{s}", "sex": None,
+                         "duration": seconds, "sample_rate": SR})
+    n = 3 * SR
+    t = np.arange(n) / SR
+    brown = np.cumsum(rng.standard_normal(n))
+    noises = {"white": 0.05 * rng.standard_normal(n), "brown": 0.05 * brown / np.abs(brown).max(),
+              "hum": 0.05 * np.sin(2 * np.pi * 50 * t) + 0.02 * np.sin(2 * np.pi * 150 * t),
+              "hiss": 0.03 * rng.standard_normal(n)}
+    for j, (name, y) in enumerate(noises.items()):
+        rel = f"noise/{name}.wav"
+        _write(root / rel, y.astype(np.float32))
+        rows.append({"path": rel, "kind": "noise", "split": "dev" if j == 3 else "train",
+                     "source": "synthetic", "licence": "CC0", "speaker": None, "sex": None, "duration": 3.0,
+                     "sample_rate": SR})
+    manifest = root / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_pool(tmp_path_factory.mktemp("pool"))
+
+
+def mixing_dataset(manifest: Path, split: str = "train", segment: float = 1.0, **overrides) -> MixingDataset:
+    cfg = DataConfig(manifest=str(manifest), **overrides)
+    entries = [e for e in pool_entries(cfg) if e.split == split]
+    speech = [e for e in entries if e.kind == "speech"]
+    noise = [e for e in entries if e.kind == "noise"]
+    rirs = rir_bank(6, cfg.rt60, 0, "synthetic") if cfg.reverb_prob > 0 else []
+    return MixingDataset(AudioBank([e.path for e in speech]), [e.speaker for e in speech],
+                         AudioBank([e.path for e in noise]), cfg, seed=0, segment=int(segment * SR),
+                         rirs=rirs)
+
+
+def snr_db(speech: np.ndarray, noise: np.ndarray) -> float:
+    power = np.sum(speech.astype(np.float64) ** 2) / np.sum(noise.astype(np.float64) ** 2)
+    return float(10 * np.log10(power))
+
+
+# ---- mixing ---------------------------------------------------------------------------------
+
+def test_realised_snr_equals_drawn_snr(pool: Path) -> None:
+    ds = mixing_dataset(pool, reverb_prob=0.5, eq_prob=0.5, babble_prob=0.3)
+    drawn = []
+    for i in range(40):
+        m = ds.mix(i % len(ds), np.random.default_rng(i))
+        # The components really are the mixture, and the SNR is the drawn one.
+        np.testing.assert_allclose(m.speech + m.noise, m.noisy, atol=1e-6)
+        assert abs(snr_db(m.speech, m.noise) - m.snr_db) < 0.1
+        assert -5.0 <= m.snr_db <= 20.0
+        if not m.reverb:
+            np.testing.assert_array_equal(m.target, m.speech)  # dry: the target is the speech itself
+        drawn.append(m.snr_db)
+    assert np.std(drawn) > 3.0  # a range of SNRs, not one value
+
+
+def test_level_and_no_clipping(pool: Path) -> None:
+    # Loud levels and low SNRs force the peak guard to act.
+    ds = mixing_dataset(pool, level_dbfs=(-6.0, 0.0), snr_db=(-5.0, 0.0), reverb_prob=0.0, eq_prob=1.0)
+    scaled = 0
+    for i in range(30):
+        m = ds.mix(i % len(ds), np.random.default_rng(100 + i))
+        peak = max(np.abs(m.noisy).max(), np.abs(m.target).max())
+        assert peak <= 0.99 + 1e-6
+        if peak > 0.99 - 1e-4:
+            scaled += 1
+        else:  # unscaled mixtures have the drawn RMS level
+            level = 20 * np.log10(np.sqrt(np.mean(m.noisy.astype(np.float64) ** 2)))
+            assert abs(level - m.level_dbfs) < 0.01
+        # The target was scaled identically: it is still exactly the speech in the mixture.
+        np.testing.assert_allclose(m.noisy - m.noise, m.target, atol=1e-6)
+    assert scaled > 0
+    quiet = mixing_dataset(pool, level_dbfs=(-35.0, -15.0), reverb_prob=0.0)
+    for i in range(10):
+        m = quiet.mix(i % len(quiet), np.random.default_rng(i))
+        level = 20 * np.log10(np.sqrt(np.mean(m.noisy.astype(np.float64) ** 2)))
+        assert abs(level - m.level_dbfs) < 0.01 and -35.0 <= m.level_dbfs <= -15.0
+
+
+def test_reverberate_keeps_direct_and_early_part_aligned() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(8000).astype(np.float32)
+    taps = np.zeros(4000, dtype=np.float32)
+    d = 100
+    taps[d] = 1.0
+    taps[d + 400] = 0.5  # 25 ms: early reflection, kept in the target
+    taps[d + 2400] = 0.3  # 150 ms: late reverberation, only in the mixture
+    full, early = reverberate(x, RIR(taps, d), early_ms=50.0)
+    expected_early = x.copy()
+    expected_early[400:] += 0.5 * x[:-400]
+    expected_full = expected_early.copy()
+    expected_full[2400:] += 0.3 * x[:-2400]
+    np.testing.assert_allclose(early, expected_early, atol=1e-4)
+    np.testing.assert_allclose(full, expected_full, atol=1e-4)
+
+
+def test_reverberant_target_aligned_with_mixture(pool: Path) -> None:
+    ds = mixing_dataset(pool, reverb_prob=1.0, snr_db=(30.0, 30.0), eq_prob=0.0, babble_prob=0.0)
+    for i in range(6):
+        m = ds.mix(i % len(ds), np.random.default_rng(i))
+        assert m.reverb
+        assert not np.allclose(m.target, m.speech)  # the late tail is not in the target
+        lags = np.arange(-200, 201)
+        xc = [float(np.dot(m.noisy[200 + k:len(m.noisy) - 200 + k], m.target[200:-200])) for k in lags]
+        assert lags[int(np.argmax(xc))] == 0
+
+
+def test_babble_uses_other_speakers_only(pool: Path) -> None:
+    ds = mixing_dataset(pool, babble_prob=1.0, babble_speakers=(2, 3), reverb_prob=0.0)
+    for i in range(24):
+        m = ds.mix(i % len(ds), np.random.default_rng(i))
+        assert m.noise_kind == "babble"
+        assert 2 <= len(m.babble_speakers) <= 3
+        assert m.speaker not in m.babble_speakers
+        assert all(s is not None and s.startswith("spk") for s in m.babble_speakers)
+        assert abs(snr_db(m.speech, m.noise) - m.snr_db) < 0.1
+
+
+def test_examples_are_a_function_of_seed_epoch_and_position(pool: Path) -> None:
+    ds = mixing_dataset(pool)
+    a, b = ds[(0, 5, 1)], ds[(0, 5, 1)]
+    assert all(np.array_equal(x.numpy(), y.numpy()) for x, y in zip(a, b, strict=True))
+    other_epoch = ds[(1, 5, 1)]
+    assert not np.array_equal(a[0].numpy(), other_epoch[0].numpy())
+    assert a[0].shape == (SR,) and a[0].dtype.is_floating_point
+
+
+def test_fixed_dev_set_identical_across_calls(pool: Path) -> None:
+    cfg = DataConfig(manifest=str(pool), dev_count=5, dev_seconds=1.5, segment_seconds=1.0,
+                     rir_backend="synthetic", rir_count=4, reverb_prob=0.5)
+    first = build_run_data(cfg, seed=3, log=lambda _: None)
+    second = build_run_data(cfg, seed=3, log=lambda _: None)
+    assert first.kind == "mixing" and len(first.dev) == 5
+    for (n1, c1), (n2, c2) in zip(first.dev, second.dev, strict=True):
+        assert n1.shape == (int(1.5 * SR),)
+        np.testing.assert_array_equal(n1, n2)
+        np.testing.assert_array_equal(c1, c2)
+    # Dev speakers are held out of training.
+    assert first.summary["train_speakers"] == 4 and first.summary["dev_speakers"] == 2
+    train_speakers = set(first.train.speakers)
+    assert not train_speakers & {"spk4", "spk5"}
+
+
+def test_manifest_pool_resampled_and_cached_on_disk(pool: Path, tmp_path: Path) -> None:
+    cfg = DataConfig(manifest=str(pool))
+    speech = [e for e in pool_entries(cfg) if e.kind == "speech"]
+    rates = {sf.info(str(e.path)).samplerate for e in speech}
+    assert rates == {8000, 16000, 22050}
+    memory = AudioBank([e.path for e in speech])
+    assert all(abs(n - 2 * SR) <= 2 for n in memory.lengths)  # 2 s at 16 kHz whatever the file's rate
+    disk = AudioBank([e.path for e in speech], cache="disk", cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == len(speech)
+    again = AudioBank([e.path for e in speech], cache="disk", cache_dir=tmp_path / "cache")
+    for i in range(len(speech)):
+        np.testing.assert_array_equal(np.asarray(disk[i]), memory[i])
+        np.testing.assert_array_equal(np.asarray(again[i]), memory[i])
+    # The cached audio is the decoded file (float16 precision).
+    ref, _ = sf.read(str(speech[0].path), dtype="float32")
+    np.testing.assert_allclose(memory[0].astype(np.float32), ref, atol=1e-3)
+
+
+# ---- splits ---------------------------------------------------------------------------------
+
+def test_folder_sources_split_by_speaker(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for s in range(10):
+        for u in range(3):
+            _write(tmp_path / "speech" / f"reader{s}" / f"{u}.flac", harmonic_speech(rng, 100 + 10 * s, 0.5))
+    for j in range(5):
+        _write(tmp_path / "noise" / f"n{j}.wav", 0.01 * rng.standard_normal(SR).astype(np.float32))
+    cfg = DataConfig(speech_dirs=[str(tmp_path / "speech")], noise_dirs=[str(tmp_path / "noise")],
+                     dev_fraction=0.2)
+    entries = pool_entries(cfg)
+    speech = [e for e in entries if e.kind == "speech"]
+    by_split = {sp: {e.speaker for e in speech if e.split == sp} for sp in ("train", "dev")}
+    assert len(by_split["dev"]) == 2 and len(by_split["train"]) == 8
+    assert not by_split["dev"] & by_split["train"]
+    assert {e.split for e in entries if e.kind == "noise"} == {"train", "dev"}
+    assert pool_entries(cfg) == entries  # deterministic
+    # Holding out is a property of each key, not of the order it was listed in.
+    keys = [f"reader{s}" for s in range(10)]
+    assert held_out(keys, 0.2) == held_out(list(reversed(keys)), 0.2) == by_split["dev"]
+
+
+def test_paired_folders_vctk_layout(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    root = tmp_path / "vctk"
+    for spk in ("p226", "p227", "p228", "p229", "p230"):
+        for u in range(2):
+            clean = harmonic_speech(rng, 120, 1.5)
+            _write(root / "clean" / f"{spk}_{u:03d}.wav", clean)
+            _write(root / "noisy" / f"{spk}_{u:03d}.wav", 2.0 * clean)  # a known relation
+    cfg = DataConfig(paired_dir=str(root), dev_fraction=0.2, segment_seconds=1.0, dev_seconds=1.0,
+                     dev_count=10)
+    pairs = pair_entries(cfg)
+    assert len(pairs) == 10
+    dev_spk = {p.speaker for p in pairs if p.split == "dev"}
+    train_spk = {p.speaker for p in pairs if p.split == "train"}
+    assert len(dev_spk) == 1 and len(train_spk) == 4 and not dev_spk & train_spk
+    assert all(p.noisy.name == p.clean.name for p in pairs)
+    data = build_run_data(cfg, seed=0, log=lambda _: None)
+    assert data.kind == "paired" and len(data.train) == 8 and len(data.dev) == 2
+    for key in [(0, 0, 0), (0, 1, 3), (1, 2, 7)]:
+        noisy, clean = data.train[key]
+        assert noisy.shape == (SR,)
+        np.testing.assert_allclose(noisy.numpy(), 2.0 * clean.numpy(), atol=2e-3)  # aligned crops
+        assert clean.abs().max() > 0.01
+    for noisy, clean in data.dev:
+        assert noisy.shape == clean.shape == (SR,)
+    # A missing partner is reported by name.
+    (root / "noisy" / "p230_001.wav").unlink()
+    with pytest.raises(DataError, match="p230_001"):
+        pair_entries(cfg)
+
+
+def test_paired_csv_manifest(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(6):
+        clean = harmonic_speech(rng, 150, 1.2)
+        noise = 0.01 * rng.standard_normal(clean.size).astype(np.float32)
+        _write(tmp_path / "c" / f"{i}.wav", clean)
+        _write(tmp_path / "n" / f"{i}.wav", clean + noise, rate=48000 if i == 0 else SR)
+        rows.append({"noisy": f"n/{i}.wav", "clean": f"c/{i}.wav", "split": "dev" if i >= 4 else "train"})
+    manifest = tmp_path / "pairs.csv"
+    with open(manifest, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["noisy", "clean", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    cfg = DataConfig(manifest=str(manifest), segment_seconds=1.0, dev_seconds=2.0)
+    data = build_run_data(cfg, seed=0, log=lambda _: None)
+    assert data.kind == "paired" and len(data.train) == 4 and len(data.dev) == 2
+    assert data.train.noisy.lengths[0] == pytest.approx(1.2 * SR, abs=2)  # 48 kHz file resampled
+    noisy, clean = data.train[(0, 0, 1)]
+    assert float((noisy - clean).pow(2).mean().sqrt()) == pytest.approx(0.01, rel=0.2)
+
+
+def test_missing_sources_and_bad_manifest_rows(tmp_path: Path, pool: Path) -> None:
+    with pytest.raises(DataError, match="no training data"):
+        build_run_data(DataConfig(), seed=0)
+    with pytest.raises(DataError, match="no such manifest"):
+        build_run_data(DataConfig(manifest=str(tmp_path / "absent.jsonl")), seed=0)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"path": "x.wav", "kind": "music"}) + "\n")
+    with pytest.raises(DataError, match="kind 'music'"):
+        pool_entries(DataConfig(manifest=str(bad)))
+
+
+# ---- reverberation bank and sampler ---------------------------------------------------------
+
+def test_synthetic_rir_bank() -> None:
+    bank = rir_bank(8, (0.3, 0.8), seed=0, backend="synthetic")
+    again = rir_bank(8, (0.3, 0.8), seed=0, backend="synthetic")
+    for r, s in zip(bank, again, strict=True):
+        np.testing.assert_array_equal(r.taps, s.taps)
+        assert int(np.argmax(np.abs(r.taps))) == r.direct
+        tail = r.taps[r.direct:]
+        # Exponential decay: the last fifth holds far less energy than the first fifth.
+        fifth = tail.size // 5
+        assert np.sum(tail[-fifth:] ** 2) < 1e-3 * np.sum(tail[:fifth] ** 2)
+
+
+def test_pyroomacoustics_backend_reports_missing_extra() -> None:
+    try:
+        import pyroomacoustics  # noqa: F401
+    except ImportError:
+        assert rir_backend("auto") == "synthetic"
+        with pytest.raises(DataError, match=r"gtcrn\[reverb\]"):
+            rir_backend("pyroomacoustics")
+    else:
+        bank = rir_bank(2, (0.3, 0.5), seed=0, backend="pyroomacoustics")
+        assert all(r.taps.size > r.direct for r in bank)
+
+
+def test_epoch_batches_shard_and_resume() -> None:
+    single = EpochBatches(num_items=10, batch_size=4, seed=1, examples_per_epoch=24)
+    assert single.steps_per_epoch == 6
+    flat = [k for b in single.batches(0) for k in b]
+    assert [k[1] for k in flat] == list(range(24))
+    counts = np.bincount([k[2] for k in flat], minlength=10)
+    assert counts.min() >= 2 and counts.max() <= 3  # permutations, not independent draws
+    assert single.batches(0, start=4) == single.batches(0)[4:]
+    assert single.batches(1) != single.batches(0)
+    ranks = [EpochBatches(10, 2, 1, 24, rank=r, world_size=2) for r in range(2)]
+    assert ranks[0].steps_per_epoch == 6
+    keys = [set(k for b in r.batches(0) for k in b) for r in ranks]
+    assert not keys[0] & keys[1]
+    assert keys[0] | keys[1] == set(flat)
+    with pytest.raises(DataError, match="global batch"):
+        EpochBatches(3, 4, 0)
+
+
+def test_dataconfig_validation() -> None:
+    from gtcrn.config import ConfigError
+
+    with pytest.raises(ConfigError, match="snr_db"):
+        DataConfig(snr_db=(10.0, 0.0))
+    with pytest.raises(ConfigError, match="cache"):
+        DataConfig(cache="ram")
+    assert dataclasses.asdict(DataConfig())["segment_seconds"] == 4.0

@@ -1,0 +1,227 @@
+"""Trainer: configs, smoke training, checkpoints, exact resume (in-process stop and a real
+SIGINT), and a 2-process gloo DDP run. Uses configs/tiny.yaml on a synthetic pool in tmp."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import gtcrn
+from gtcrn.config import ConfigError, RunConfig, TrainConfig
+from gtcrn.train import TrainError, lr_factor, rng_state, set_rng_state, train
+from tests.test_data import write_pool
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, Path]:
+    """configs/tiny.yaml on a synthetic pool (2 epochs x 4 steps), and the same as a YAML file."""
+    manifest = write_pool(tmp_path_factory.mktemp("pool"))
+    data = yaml.safe_load(TINY.read_text())
+    data["data"]["manifest"] = str(manifest)
+    data["train"]["validate_before"] = True
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return RunConfig.load(path), path
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_config: tuple[RunConfig, Path], tmp_path_factory: pytest.TempPathFactory):
+    """An uninterrupted run, the reference for the resume tests."""
+    run_dir = tmp_path_factory.mktemp("reference")
+    result = train(tiny_config[0], run_dir)
+    return result, run_dir
+
+
+def _rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+# ---- configs --------------------------------------------------------------------------------
+
+def test_shipped_configs_load_and_ablation_differs_only_in_stem_groups() -> None:
+    configs = {p.stem: RunConfig.load(p) for p in sorted((ROOT / "configs").glob("*.yaml"))}
+    assert {"gtcrn-g32", "gtcrn-official", "tiny", "ablation-g1", "ablation-g4", "ablation-g16",
+            "ablation-g32"} <= set(configs)
+    assert configs["gtcrn-official"].model_config().encoder == "official"
+    assert configs["gtcrn-g32"].data.manifest == "data/pool/manifest.jsonl"
+    base = configs["ablation-g32"].to_dict()
+    for g in (1, 4, 16, 32):
+        cfg = configs[f"ablation-g{g}"]
+        assert cfg.model_config().stem_groups == g
+        d = cfg.to_dict()
+        d["model"]["stem_groups"] = 32
+        assert d == base
+
+
+def test_run_config_unknown_keys_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    for text, key in [("train: {epochz: 3}", "train.epochz"), ("data: {manifets: x}", "data.manifets"),
+                      ("model: {stem_grups: 4}", "model.stem_grups"), ("lr: 1.0", "lr")]:
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            RunConfig.load(path)
+    path.write_text("preset: gtcrn-official\nmodel: {channels: 8}\ntrain: {lr: 2.0e-3}\n")
+    cfg = RunConfig.load(path)
+    assert cfg.model_config().encoder == "official" and cfg.model_config().channels == 8
+    assert cfg.train.lr == 2e-3 and cfg.train.batch_size == TrainConfig().batch_size
+    # The full dump reloads to the same config.
+    cfg.save(tmp_path / "full.yaml")
+    assert RunConfig.load(tmp_path / "full.yaml").to_dict() == cfg.to_dict()
+
+
+def test_lr_schedule() -> None:
+    cfg = TrainConfig(lr=1e-3, warmup_steps=10, schedule="cosine", final_lr=1e-5)
+    assert lr_factor(0, cfg, 100) == pytest.approx(0.1)
+    assert lr_factor(9, cfg, 100) == pytest.approx(1.0)
+    assert lr_factor(10, cfg, 100) == pytest.approx(1.0)
+    assert lr_factor(55, cfg, 100) == pytest.approx((1 + 0.01) / 2, rel=1e-6)
+    assert lr_factor(100, cfg, 100) == pytest.approx(0.01)
+    step = dataclasses.replace(cfg, schedule="step", step_every=20, step_gamma=0.5)
+    assert [lr_factor(s, step, 100) for s in (10, 29, 30, 50)] == [1.0, 1.0, 0.5, 0.25]
+
+
+def test_rng_state_round_trip_weights_only(tmp_path: Path) -> None:
+    import random
+
+    state = rng_state()
+    torch.save(state, tmp_path / "rng.pt")
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+# ---- training -------------------------------------------------------------------------------
+
+def test_smoke_training_decreases_loss_and_writes_run(reference_run) -> None:
+    result, run_dir = reference_run
+    assert not result.interrupted and result.step == 8 and result.epoch == 2
+    rows = _rows(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]  # untrained baseline + one row per epoch
+    assert float(rows[1]["dev_loss"]) < float(rows[0]["dev_loss"])  # one epoch lowers the dev loss
+    for key in ("dev_pesq_wb", "dev_stoi", "dev_si_sdr", "lr", "hours_seen", "audio_per_sec", "train_loss"):
+        assert math.isfinite(float(rows[-1][key]))
+    assert float(rows[-1]["hours_seen"]) == pytest.approx(8 * 4 * 1.0 / 3600)
+    # Checkpoints: loadable with load_model and with weights_only.
+    for name in ("last.pt", "best.pt"):
+        model = gtcrn.load_model(run_dir / name)
+        assert model.config.name == "tiny"
+        ckpt = torch.load(run_dir / name, weights_only=True)
+        assert {"optimizer", "scheduler", "rng", "epoch", "step", "best"} <= set(ckpt)
+    best = torch.load(run_dir / "best.pt", weights_only=True)
+    best_epoch = max(rows[1:], key=lambda r: float(r["dev_pesq_wb"]))["epoch"]
+    assert best["epoch"] == int(best_epoch) == result.best["epoch"]
+    # The resolved config holds every default.
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["train"]["grad_clip"] == TrainConfig().grad_clip and saved["model"]["channels"] == 8
+    assert (run_dir / "train.log").read_text().count("epoch 2/2") == 1
+
+
+def test_stop_hook_and_resume_is_exact(tiny_config, reference_run, tmp_path: Path) -> None:
+    cfg, _ = tiny_config
+    ref, ref_dir = reference_run
+    result = train(cfg, tmp_path, on_step=lambda info: info.step == 5)  # mid-epoch 2
+    assert result.interrupted and result.step == 5
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert (ckpt["epoch"], ckpt["step"], ckpt["batch_in_epoch"]) == (1, 5, 1)
+    with pytest.raises(TrainError, match="--resume"):
+        train(cfg, tmp_path)  # never silently overwrites a run
+    changed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=1e-2))
+    with pytest.raises(TrainError, match="train.lr"):
+        train(changed, tmp_path, resume=True)
+    done = train(cfg, tmp_path, resume=True)
+    assert not done.interrupted and done.step == ref.step
+    a, b = _weights(ref_dir / "last.pt"), _weights(tmp_path / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["train_loss"] for r in _rows(tmp_path)] == [r["train_loss"] for r in _rows(ref_dir)]
+
+
+def test_sigint_mid_epoch_then_resume_from_cli(tiny_config, reference_run, tmp_path: Path) -> None:
+    _, cfg_path = tiny_config
+    ref, ref_dir = reference_run
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "gtcrn.train", "--config", str(cfg_path), "--run-dir", str(run_dir),
+           "--device", "cpu"]
+    # Slow the loop down by logging every step, and interrupt once step 2 is reported.
+    data = yaml.safe_load(cfg_path.read_text())
+    data["train"]["log_every"] = 1
+    cfg_path2 = tmp_path / "tiny-log.yaml"
+    cfg_path2.write_text(yaml.safe_dump(data))
+    cmd[cmd.index(str(cfg_path))] = str(cfg_path2)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+                            cwd=ROOT)
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("step 2 "):
+            proc.send_signal(signal.SIGINT)
+            break
+    out, _ = proc.communicate(timeout=120)
+    lines.append(out)
+    assert proc.returncode == 130, "".join(lines)
+    ckpt = torch.load(run_dir / "last.pt", weights_only=True)
+    assert ckpt["meta"]["interrupted"] and 2 <= ckpt["step"] < ref.step
+    # Resume through the same command line, in this process (saves a second interpreter start).
+    from gtcrn import cli
+
+    assert cli.main(["train", *cmd[3:], "--resume"]) == 0
+    assert "resumed at epoch" in (run_dir / "train.log").read_text()
+    final = torch.load(run_dir / "last.pt", weights_only=True)
+    assert final["step"] == ref.step and not final["meta"]["interrupted"]
+    a, b = _weights(ref_dir / "last.pt"), final["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_process_ddp(tiny_config, tmp_path: Path) -> None:
+    _, cfg_path = tiny_config
+    run_dir = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "gtcrn.train", "--config", str(cfg_path), "--run-dir", str(run_dir), "--device", "cpu"]
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ckpt = torch.load(run_dir / "last.pt", weights_only=True)
+    # 16 examples per epoch = 2 global batches of 2 x 4: half the steps of one process.
+    assert ckpt["step"] == 4 and ckpt["epoch"] == 2
+    assert ckpt["meta"]["world_size"] == 2 and len(ckpt["rng"]) == 2
+    assert ckpt["meta"]["ddp_max_param_diff"] == 0.0  # both ranks hold identical weights
+    assert not torch.equal(ckpt["rng"][0]["torch"], torch.zeros_like(ckpt["rng"][0]["torch"]))
+    # Only rank 0 logs: one row per epoch (plus the untrained baseline), one line per epoch.
+    assert [int(r["epoch"]) for r in _rows(run_dir)] == [0, 1, 2]
+    assert proc.stdout.count("epoch 1/2 step 2") == 1
+    assert sorted(p.name for p in run_dir.iterdir() if p.suffix == ".pt") == ["best.pt", "last.pt"]
+    assert time.time() - t0 < 240
+
+
+def test_cli_train_errors(tmp_path: Path) -> None:
+    from gtcrn import cli
+
+    assert cli.main(["train"]) == 2
+    assert cli.main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert cli.main(["train", "--resume", "--run-dir", str(tmp_path)]) == 2  # no config.yaml there
