@@ -5,6 +5,7 @@ from .complexity import complexity
 from .config import ConfigError, ModelConfig
 from .inference import enhance
 from .model import GTCRN, Decoder, Encoder
+from .stream import Streamer
 
 __all__ = [
     "CheckpointError",
@@ -18,5 +19,6 @@ __all__ = [
     "load_model",
     "load_upstream",
     "save_checkpoint",
+    "Streamer",
 ]
 __version__ = "0.1.0"

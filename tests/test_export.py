@@ -1,0 +1,178 @@
+"""ONNX export of the streaming step (gtcrn.export) and the numpy + onnxruntime example loop."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import gtcrn
+from gtcrn.stft import N_FREQS, stft
+from tests.helpers import make_model
+from tests.test_stream import reference_short, speech_like
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from gtcrn.export import ExportError, export_onnx, state_names, verify_onnx  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "scripts" / "onnx_stream_example.py"
+TOL = 1e-4
+
+
+def run_frames(model: torch.nn.Module, path: Path, spec: torch.Tensor, step_frames: int = 10) -> float:
+    """Feed every frame of ``spec`` (1, 257, T, 2) to onnxruntime with its states fed back; compare
+    with the torch model: ``model.step`` frame by frame (all outputs and states) for the first
+    ``step_frames`` frames, then ``forward_stateful`` on the rest in one call (equal to stepping,
+    see tests/test_stream.py) for every enhanced frame and the final state. Returns the worst
+    absolute difference."""
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    assert names[0] == "frame"
+    state = model.init_state(1)
+    feeds = {n: s.numpy() for n, s in zip(names[1:], state, strict=True)}
+    worst = 0.0
+    with torch.inference_mode():
+        for t in range(step_frames):
+            frame = spec[:, :, t:t + 1].contiguous()  # (1, 257, 1, 2)
+            out, state = model.step(frame, state)
+            got = sess.run(None, {"frame": frame.numpy(), **feeds})
+            for a, b in zip(got, [out, *state], strict=True):
+                assert a.shape == tuple(b.shape)
+                worst = max(worst, float(np.abs(a - b.numpy()).max()))
+            feeds = dict(zip(names[1:], got[1:], strict=True))
+        rest, state = model.forward_stateful(spec[:, :, step_frames:], state)  # (1, 257, T', 2)
+    for t in range(rest.shape[2]):
+        got = sess.run(None, {"frame": spec[:, :, step_frames + t:step_frames + t + 1].numpy(), **feeds})
+        worst = max(worst, float(np.abs(got[0] - rest[:, :, t:t + 1].numpy()).max()))
+        feeds = dict(zip(names[1:], got[1:], strict=True))
+    for name, s in zip(names[1:], state, strict=True):
+        worst = max(worst, float(np.abs(feeds[name] - s.numpy()).max()))
+    return worst
+
+
+@pytest.mark.parametrize("preset", ["gtcrn-g32", "gtcrn-official"])
+def test_export_matches_torch_step(tmp_path: Path, preset: str) -> None:
+    model = make_model(preset)
+    path = export_onnx(model, tmp_path / f"{preset}.onnx", verify=False)
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    names = state_names(model)
+    assert [i.name for i in proto.graph.input] == ["frame", *names]
+    assert [o.name for o in proto.graph.output] == ["enhanced_frame", *[n + "_out" for n in names]]
+    assert names[0] == "enc0_conv_cache" and "dpgrnn1_inter_h" in names
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["gtcrn.state_names"]) == names and meta["gtcrn.hop"] == "256"
+    assert meta["gtcrn.graph"] == "optimized"
+    spec = stft(torch.from_numpy(speech_like(100 * 256, seed=21))[None])[:, :, :100]  # (1, 257, 100, 2)
+    assert run_frames(model, path, spec) <= TOL
+    # An independent model gives clearly different outputs: the comparison can fail.
+    assert verify_onnx(make_model(preset), path, frames=3) > 1e-2  # fresh random weights
+
+
+def test_generic_export_matches(tmp_path: Path) -> None:
+    model = make_model("gtcrn-official")
+    path = export_onnx(model, tmp_path / "generic.onnx", optimize=False, verify=False)
+    proto = onnx.load(str(path))
+    assert {p.key: p.value for p in proto.metadata_props}["gtcrn.graph"] == "generic"
+    spec = stft(torch.from_numpy(speech_like(30 * 256, seed=22))[None])  # (1, 257, 31, 2)
+    assert run_frames(model, path, spec) <= TOL
+
+
+def test_export_verifies_and_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = make_model("gtcrn-g32")
+    import gtcrn.export as export
+
+    monkeypatch.setattr(export, "verify_onnx", lambda *a, **k: 0.5)
+    with pytest.raises(ExportError, match="differs"):
+        export.export_onnx(model, tmp_path / "bad.onnx")
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_official_checkpoint_export(tmp_path: Path, upstream_dir: Path) -> None:
+    model = gtcrn.load_upstream(upstream_dir / "model_trained_on_dns3.tar")
+    path = export_onnx(model, tmp_path / "dns3.onnx")  # verify=True: checked against model.step
+    ref = np.load(upstream_dir / "reference_io.npz")
+    spec = torch.from_numpy(ref["input_spec"]).float()[None, :, :60]  # (1, 257, 60, 2)
+    assert run_frames(model, path, spec) <= TOL
+
+
+def test_cli_export(tmp_path: Path) -> None:
+    from gtcrn.cli import main
+
+    out = tmp_path / "cli.onnx"
+    assert main(["export", "--config", "gtcrn-official", "-o", str(out)]) == 0
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].shape == [1, N_FREQS, 1, 2]
+
+
+def test_numpy_onnxruntime_example_matches_offline(tmp_path: Path) -> None:
+    sf = pytest.importorskip("soundfile")
+    model = make_model("gtcrn-g32")
+    path = export_onnx(model, tmp_path / "m.onnx", verify=False)
+    x = speech_like(16000 + 123, seed=23)
+    noisy, enhanced = tmp_path / "noisy.wav", tmp_path / "enhanced.wav"
+    sf.write(str(noisy), x, 16000, subtype="FLOAT")
+    # torch and gtcrn are made unimportable: the example needs numpy, onnxruntime and soundfile only.
+    code = ("import runpy, sys; sys.modules['torch'] = None; sys.modules['gtcrn'] = None; "
+            f"sys.argv = ['x', {str(path)!r}, {str(noisy)!r}, {str(enhanced)!r}, '--chunk', '100']; "
+            f"runpy.run_path({str(EXAMPLE)!r}, run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    y, sr = sf.read(str(enhanced), dtype="float32")
+    with torch.inference_mode():
+        ref = model.enhance_waveform(torch.from_numpy(x)).numpy()
+    assert sr == 16000 and y.shape == ref.shape
+    assert np.abs(y - ref).max() <= TOL
+
+
+def test_example_streamer_edges(tmp_path: Path) -> None:
+    """The example's OnnxStreamer on short signals and 1-sample chunks (imported in-process)."""
+    import runpy
+
+    example = runpy.run_path(str(EXAMPLE))
+    model = make_model("gtcrn-official")
+    path = export_onnx(model, tmp_path / "m.onnx", verify=False)
+    session = example["make_session"](str(path))
+    for n, chunk in ((300, 1), (1000, 7), (256, 50)):
+        x = speech_like(n, seed=n)
+        s = example["OnnxStreamer"](session)
+        y = np.concatenate([s.feed(x[i:i + chunk]) for i in range(0, n, chunk)] + [s.flush()])
+        assert y.shape == (n,)
+        if n > 256:
+            with torch.inference_mode():
+                ref = model.enhance_waveform(torch.from_numpy(x)).numpy()
+            assert np.abs(y - ref).max() <= TOL, n
+        else:  # numpy reflect padding, like gtcrn.stream.Streamer
+            np.testing.assert_allclose(y, reference_short(model, x), rtol=1e-3, atol=TOL)
+
+
+def test_benchmark_onnx_steppers(tmp_path: Path) -> None:
+    """The benchmark's two onnxruntime loops (run() and IOBinding ping-pong) compute the same
+    thing as the torch model, for our export and for the official model when present."""
+    from gtcrn.benchmark import _frames, _OrtStepper, time_onnx
+
+    model = make_model("gtcrn-official")
+    paths = {"ours": export_onnx(model, tmp_path / "m.onnx", verify=False)}
+    official = ROOT.parent / "shared" / "upstream-gtcrn" / "gtcrn.onnx"
+    if official.is_file():
+        paths["official"] = official
+    frames = _frames(12)  # (12, 1, 257, 1, 2)
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(frames[:, 0, :, 0]).permute(1, 0, 2)[None])  # (1, 257, 12, 2)
+    for name, path in paths.items():
+        plain, bound = _OrtStepper(path), _OrtStepper(path, iobinding=True)
+        plain.run(frames)
+        bound.run(frames)
+        assert len(plain.times) == len(bound.times) == 12
+        np.testing.assert_allclose(bound.last_output, plain.last_output, atol=1e-6)
+        if name == "ours":
+            assert np.abs(plain.last_output[0, :, 0] - ref[0, :, -1].numpy()).max() <= TOL
+    lat = time_onnx(paths, frames=4, warmup=2, iobinding=True)
+    assert all(v.calls == 4 and v.median_ms > 0 for v in lat.values())
