@@ -27,11 +27,11 @@ def main() -> None:
     out = Path(args.out)
     for sub in ("noisy", "clean"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    for i, (noisy, clean) in enumerate(data.dev_set):
+    for i, (noisy, clean) in enumerate(data.dev):
         name = f"dev_{i:04d}.wav"
         write_audio(out / "noisy" / name, noisy, SAMPLE_RATE, "FLOAT")
         write_audio(out / "clean" / name, clean, SAMPLE_RATE, "FLOAT")
-    print(f"wrote {len(data.dev_set)} pairs to {out}/noisy and {out}/clean")
+    print(f"wrote {len(data.dev)} pairs to {out}/noisy and {out}/clean")
 
 
 if __name__ == "__main__":

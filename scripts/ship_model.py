@@ -1,0 +1,90 @@
+"""Ship a training run's best checkpoint as the package's pretrained model.
+
+Writes gtcrn/pretrained/NAME.pt (our checkpoint format: config + weights + a training record in
+`meta`, no optimizer state) and gtcrn/pretrained/NAME.json (the same record, readable). The record
+holds the data manifest's SHA-256, the sources and licences of the pool, steps, hours of audio
+seen, throughput and the dev metrics of every epoch (from the run's metrics.csv).
+
+Usage: python scripts/ship_model.py --run-dir runs/g32-cpu [--name gtcrn-g32]
+       [--manifest data/pool/manifest.jsonl] [--evaluation eval/summary.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import platform
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from gtcrn.checkpoint import model_from_checkpoint, pretrained_path, read_checkpoint, save_checkpoint
+from gtcrn.complexity import complexity
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def pool_summary(manifest: Path) -> dict:
+    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    hours: Counter = Counter()
+    licences: dict[str, set] = {}
+    for r in rows:
+        hours[(r["kind"], r["split"])] += r["duration"] / 3600
+        licences.setdefault(r["source"], set()).add(r["licence"])
+    return {
+        "manifest_sha256": sha256(manifest),
+        "files": len(rows),
+        "hours": {f"{k}/{s}": round(h, 3) for (k, s), h in sorted(hours.items())},
+        "sources": {src: sorted(lic) for src, lic in sorted(licences.items())},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument("--name", default="gtcrn-g32")
+    parser.add_argument("--manifest", type=Path, default=Path("data/pool/manifest.jsonl"))
+    parser.add_argument("--evaluation", type=Path, help="summary.json of `gtcrn evaluate` to include")
+    args = parser.parse_args()
+
+    ckpt = read_checkpoint(args.run_dir / "best.pt")
+    model = model_from_checkpoint(ckpt, str(args.run_dir / "best.pt"))
+    with open(args.run_dir / "metrics.csv", newline="") as fh:
+        epochs = [{k: float(v) if k not in ("epoch", "step") else int(v) for k, v in row.items() if v != ""}
+                  for row in csv.DictReader(fh)]
+    best_epoch = ckpt["meta"].get("epoch")
+    last = epochs[-1]
+    record = {
+        "name": args.name,
+        "run_config": ckpt["meta"].get("run_config"),
+        "best_epoch": best_epoch,
+        "best_step": ckpt["meta"].get("step"),
+        "steps_total": last["step"],
+        "hours_of_audio_seen": round(last["hours_seen"], 3),
+        "training_wall_hours": round(sum(e.get("epoch_seconds", 0.0) for e in epochs) / 3600, 3),
+        "hardware": f"{platform.machine()} CPU, 1 thread per run (2-core machine)",
+        "torch": torch.__version__,
+        "dev_metrics_per_epoch": epochs,
+        "dev_metrics_best": next((e for e in epochs if e["epoch"] == best_epoch), None),
+        "complexity": complexity(model),
+        "data": pool_summary(args.manifest),
+    }
+    if args.evaluation:
+        record["evaluation"] = json.loads(args.evaluation.read_text())
+    out = pretrained_path(args.name)
+    save_checkpoint(model, out, meta=record)
+    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"shipped {out} ({out.stat().st_size / 1024:.0f} KiB) and {out.with_suffix('.json').name}")
+
+
+if __name__ == "__main__":
+    main()
