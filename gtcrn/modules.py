@@ -11,11 +11,394 @@ the number of frames per call differs.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 State = list[torch.Tensor]
+
+_FAST_PATH = True
+
+
+def set_fast_path(enabled: bool) -> None:
+    """Switch the fused fast implementations on (default) or off (plain modules)."""
+    global _FAST_PATH
+    _FAST_PATH = bool(enabled)
+
+
+def fast_path_enabled() -> bool:
+    """Whether the fused fast implementations are in use."""
+    return _FAST_PATH
+
+
+@contextlib.contextmanager
+def fast_path(enabled: bool = True) -> Iterator[None]:
+    """Context manager: run the enclosed code with the fast path on or off, then restore."""
+    previous = _FAST_PATH
+    set_fast_path(enabled)
+    try:
+        yield
+    finally:
+        set_fast_path(previous)
+
+
+def _use_fast(x: torch.Tensor) -> bool:
+    """Fast path for this call? Off when disabled, for non-CPU tensors, under CPU autocast, and
+    while tracing, exporting or compiling (the plain modules are the traceable reference)."""
+    if not _FAST_PATH or x.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+        return False
+    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return False
+    return not (torch.compiler.is_compiling() or torch.compiler.is_exporting())
+
+
+def _gru_scan_forward(gi: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor, b_hn: torch.Tensor,
+                      reverse: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The GRU loop, feature-major, no autograd. See :func:`gru_scan` for the arguments.
+
+    Returns the outputs (H, L, N) and what the backward needs: sigmoid([r, z])
+    (2H, L, N), ``W_hn h + b_hn`` (H, L, N) and the candidate state n (H, L, N).
+    """
+    steps, g3, n = gi.shape
+    hid = g3 // 3
+    rz = gi.new_empty(2 * hid, steps, n)  # (2H, L, N)
+    ghn = gi.new_empty(hid, steps, n)  # (H, L, N)
+    cand = gi.new_empty(hid, steps, n)  # (H, L, N)
+    out = gi.new_empty(hid, steps, n)  # (H, L, N)
+    w_rz, w_n = w_hh[:2 * hid], w_hh[2 * hid:]  # (2H, H), (H, H)
+    b_n = b_hn.unsqueeze(1)  # (H, 1)
+    h = h0
+    for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+        gates = torch.addmm(gi[t, :2 * hid], w_rz, h, out=rz[:, t]).sigmoid_()  # (2H, N)
+        gh_n = torch.addmm(b_n, w_n, h, out=ghn[:, t])  # (H, N)
+        n_t = torch.addcmul(gi[t, 2 * hid:], gates[:hid], gh_n, out=cand[:, t]).tanh_()  # (H, N)
+        h = torch.lerp(n_t, h, gates[hid:], out=out[:, t])  # (1 - z) n + z h
+    return out, rz, ghn, cand
+
+
+class _GRUScan(torch.autograd.Function):
+    """The GRU recurrence as one autograd node with a hand-written backward.
+
+    ``nn.GRU`` on CPU records a dozen autograd nodes per time step; here the
+    forward loop keeps the gates, the backward loop carries only the hidden-state
+    gradient, and the weight gradients are single matmuls afterwards.
+    Feature-major (H, N) states keep the matmuls wide and the elementwise
+    operations contiguous. Same equations as ``nn.GRU`` (exact up to rounding).
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, gi: torch.Tensor, h0: torch.Tensor,
+                w_hh: torch.Tensor, b_hn: torch.Tensor, reverse: bool) -> torch.Tensor:
+        out, rz, ghn, cand = _gru_scan_forward(gi, h0, w_hh, b_hn, reverse)
+        ctx.save_for_backward(h0, w_hh, rz, ghn, cand, out)
+        ctx.reverse = reverse
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_out: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, None]:
+        h0, w_hh, rz, ghn, cand, out = ctx.saved_tensors
+        hid, steps, n = cand.shape
+        reverse = ctx.reverse
+        if reverse:
+            h_prev = torch.cat([out[:, 1:], h0.unsqueeze(1)], dim=1)  # (H, L, N)
+        else:
+            h_prev = torch.cat([h0.unsqueeze(1), out[:, :-1]], dim=1)  # (H, L, N)
+        order = range(steps) if reverse else range(steps - 1, -1, -1)
+        # Gradients of the pre-activations d_pre (4, H, L, N), blocks [r, z, W_hn h + b_hn, n].
+        backward = _gru_backward_inline if hid * n >= _INLINE_BACKWARD_SIZE else _gru_backward_factored
+        d_pre, carry = backward(grad_out, h0, w_hh, rz, ghn, cand, h_prev, order)
+        h_flat = h_prev.view(hid, steps * n).t()  # (L*N, H)
+        d_w = torch.cat([d_pre[:2].view(2 * hid, -1) @ h_flat, d_pre[2].view(hid, -1) @ h_flat])  # (3H, H)
+        d_b = d_pre[2].sum(dim=(1, 2))  # (H,)
+        d_gi = torch.cat([d_pre[:2].view(2 * hid, steps, n), d_pre[3]]).transpose(0, 1)  # (L, 3H, N)
+        return d_gi, carry, d_w, d_b, None
+
+
+# Hidden-state size (H * N) from which the GRU backward computes its per-step factors inside
+# the loop (cache-resident) rather than for all steps at once (fewer, larger operations).
+_INLINE_BACKWARD_SIZE = 16384
+
+
+def _gru_backward_factored(grad_out: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor,
+                           rz: torch.Tensor, ghn: torch.Tensor, cand: torch.Tensor,
+                           h_prev: torch.Tensor, order: range) -> tuple[torch.Tensor, torch.Tensor]:
+    """GRU backward loop with all per-step factors computed beforehand (few operations per
+    step). Returns the pre-activation gradients (4, H, L, N) and the gradient of h0."""
+    hid, steps, n = cand.shape
+    r, z = rz[:hid], rz[hid:]  # (H, L, N) each
+    fac = cand.new_empty(5, hid, steps, n)  # (5, H, L, N): [r, z, W_hn h + b_hn, n, h_prev via z]
+    one_m_z = 1 - z  # (H, L, N)
+    f_n = torch.mul(one_m_z, 1 - cand * cand, out=fac[3])  # n pre-activation
+    torch.mul(h_prev - cand, z * one_m_z, out=fac[1])  # z pre-activation
+    f_g = torch.mul(f_n, r, out=fac[2])  # W_hn h + b_hn
+    torch.mul(f_g * ghn, 1 - r, out=fac[0])  # r pre-activation
+    fac[4] = z
+    w_ext = torch.cat([w_hh, torch.zeros_like(w_hh[:hid]),
+                       torch.eye(hid, dtype=w_hh.dtype, device=w_hh.device)], dim=0)  # (5H, H)
+    w_ext_t = w_ext.t().contiguous()  # (H, 5H)
+    d_all = cand.new_empty(5, hid, steps, n)  # (5, H, L, N)
+    carry = torch.zeros_like(h0)  # (H, N)
+    for t in order:
+        dh = grad_out[:, t] + carry  # (H, N)
+        d_t = torch.mul(fac[:, :, t], dh, out=d_all[:, :, t])  # (5, H, N)
+        carry = torch.mm(w_ext_t, d_t.view(5 * hid, n))  # (H, N)
+    return d_all[:4], carry
+
+
+def _gru_backward_inline(grad_out: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor,
+                         rz: torch.Tensor, ghn: torch.Tensor, cand: torch.Tensor,
+                         h_prev: torch.Tensor, order: range) -> tuple[torch.Tensor, torch.Tensor]:
+    """GRU backward loop computing each step's factors from that step's gates (for large
+    states: a step's data stays in cache). Returns the pre-activation gradients
+    (4, H, L, N) and the gradient of h0."""
+    hid, steps, n = cand.shape
+    d_pre = cand.new_empty(4, hid, steps, n)  # (4, H, L, N)
+    w3_t = w_hh.t().contiguous()  # (H, 3H)
+    carry = torch.zeros_like(h0)  # (H, N)
+    tmp = torch.empty_like(h0)  # (H, N)
+    for t in order:
+        r, z, n_t, gh_n = rz[:hid, t], rz[hid:, t], cand[:, t], ghn[:, t]  # (H, N) each
+        dh = grad_out[:, t] + carry  # (H, N)
+        one_m_z = 1 - z
+        d_n = torch.mul(dh, one_m_z, out=d_pre[3, :, t])
+        torch.mul(n_t, n_t, out=tmp).neg_().add_(1)
+        d_n.mul_(tmp)  # dh (1 - z) (1 - n^2)
+        torch.sub(h_prev[:, t], n_t, out=d_pre[1, :, t]).mul_(dh).mul_(z).mul_(one_m_z)  # z
+        d_g = torch.mul(d_n, r, out=d_pre[2, :, t])  # W_hn h + b_hn
+        torch.mul(d_g, gh_n, out=d_pre[0, :, t]).mul_(torch.sub(1, r, out=tmp))  # r
+        carry = torch.addmm(dh * z, w3_t, d_pre[:3, :, t].view(3 * hid, -1))  # (H, N)
+    return d_pre, carry
+
+
+class _NativeGRU(torch.autograd.Function):
+    """A one-layer GRU for small batches: the native no-grad loop forward (C++, cheap per step),
+    then a backward that recomputes the gates for all steps at once from the saved outputs
+    and runs the same one-multiply-one-matmul-per-step recurrence as :class:`_GRUScan`."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, h0: torch.Tensor,
+                w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor
+                ) -> torch.Tensor:
+        """x (L, N, C), h0 (N, H), nn.GRU weights -> outputs (L, N, H)."""
+        out = torch._VF.gru(x, h0.unsqueeze(0), [w_ih, w_hh, b_ih, b_hh],
+                            True, 1, 0.0, False, False, False)[0]  # (L, N, H)
+        ctx.save_for_backward(x, h0, w_ih, w_hh, b_ih, b_hh, out)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_out: torch.Tensor
+                 ) -> tuple[torch.Tensor, ...]:
+        x, h0, w_ih, w_hh, b_ih, b_hh, out = ctx.saved_tensors
+        steps, n, hid = out.shape
+        h_prev = torch.cat([h0.unsqueeze(0), out[:-1]], dim=0)  # (L, N, H)
+        gi = F.linear(x, w_ih, b_ih)  # (L, N, 3H)
+        gh = F.linear(h_prev, w_hh, b_hh)  # (L, N, 3H)
+        rz = torch.sigmoid(gi[..., :2 * hid] + gh[..., :2 * hid])  # (L, N, 2H)
+        r, z = rz[..., :hid], rz[..., hid:]  # (L, N, H) each
+        ghn = gh[..., 2 * hid:]  # (L, N, H)
+        cand = torch.tanh(torch.addcmul(gi[..., 2 * hid:], r, ghn))  # (L, N, H)
+        fac = out.new_empty(steps, n, 5, hid)  # (L, N, 5, H): [r pre, z pre, n pre, ghn, h_prev via z]
+        one_m_z = 1 - z
+        f_n = torch.mul(one_m_z, 1 - cand * cand, out=fac[:, :, 2])
+        torch.mul(h_prev - cand, z * one_m_z, out=fac[:, :, 1])
+        f_g = torch.mul(f_n, r, out=fac[:, :, 3])
+        torch.mul(f_g * ghn, 1 - r, out=fac[:, :, 0])
+        fac[:, :, 4] = z
+        w_ext = torch.cat([w_hh[:2 * hid], torch.zeros_like(w_hh[:hid]), w_hh[2 * hid:],
+                           torch.eye(hid, dtype=w_hh.dtype, device=w_hh.device)], dim=0)  # (5H, H)
+        d_pre = torch.empty_like(fac)  # (L, N, 5, H)
+        carry = torch.zeros_like(h0)  # (N, H)
+        grad_out = grad_out.contiguous()
+        for t in range(steps - 1, -1, -1):
+            dh = grad_out[t] + carry  # (N, H)
+            d_t = torch.mul(fac[t], dh.unsqueeze(1), out=d_pre[t])  # (N, 5, H)
+            carry = torch.mm(d_t.view(n, 5 * hid), w_ext)  # (N, H)
+        d_gi = d_pre[:, :, :3].reshape(steps * n, 3 * hid)  # (L*N, 3H)
+        d_gh = d_pre[:, :, [0, 1, 3]].reshape(steps * n, 3 * hid)  # (L*N, 3H)
+        d_x = (d_gi @ w_ih).view(steps, n, -1)  # (L, N, C)
+        d_w_ih = d_gi.t() @ x.reshape(steps * n, -1)  # (3H, C)
+        d_w_hh = d_gh.t() @ h_prev.reshape(steps * n, hid)  # (3H, H)
+        return d_x, carry, d_w_ih, d_w_hh, d_gi.sum(0), d_gh.sum(0)
+
+
+def gru_scan(gi: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor, b_hn: torch.Tensor,
+             reverse: bool = False) -> torch.Tensor:
+    """A GRU recurrence (``nn.GRU`` gate layout [r, z, n]), feature-major.
+
+    gi (L, 3H, N): ``W_ih x + b_ih`` with ``b_hh``'s r and z parts already
+    added, any strides whose (3H, N) step slices are matrices BLAS accepts;
+    h0 (H, N); w_hh (3H, H); b_hn (H,) the n part of ``b_hh``. ``reverse`` runs
+    from the last step to the first (a backward direction). Returns (H, L, N):
+    the hidden state after each step, in input order. Fastest when ``gi`` is a
+    transposed view of a (3H, L, N) tensor.
+    """
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (gi, h0, w_hh, b_hn)):
+        return _GRUScan.apply(gi, h0, w_hh, b_hn, reverse)
+    with torch.no_grad():
+        return _gru_scan_forward(gi, h0, w_hh, b_hn, reverse)[0]
+
+
+def _gru_gi_bias(b_ih: torch.Tensor, b_hh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(3H,) biases -> (bias of the input projection incl. b_hh's r and z parts, b_hn (H,))."""
+    hid = b_hh.shape[0] // 3
+    return b_ih + F.pad(b_hh[:2 * hid], (0, hid)), b_hh[2 * hid:]
+
+
+class _PReLU(torch.autograd.Function):
+    """PReLU with one slope: ``F.prelu`` forward, a cheaper backward than the CPU kernel's."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, slope: torch.Tensor
+                ) -> torch.Tensor:
+        ctx.save_for_backward(x, slope)
+        return F.prelu(x, slope)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        x, slope = ctx.saved_tensors
+        grad = grad.contiguous()
+        x = x.contiguous()
+        grad_neg = grad * (x <= 0)  # gradient where the slope applies
+        d_x = torch.add(grad, grad_neg, alpha=slope.item() - 1.0)  # grad * (x > 0 ? 1 : slope)
+        d_slope = torch.dot(grad_neg.view(-1), x.view(-1)).view(1)  # sum of grad * x over x <= 0
+        return d_x, d_slope
+
+
+def _act(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply an activation module, single-slope PReLU through :class:`_PReLU`."""
+    if isinstance(act, nn.PReLU) and act.weight.numel() == 1:
+        return _PReLU.apply(x, act.weight)
+    return act(x)
+
+
+class _DepthwiseConv(torch.autograd.Function):
+    """Depthwise (3, 3) convolution, dilated in time, no time padding, frequency padding 1.
+
+    The forward is ``F.conv2d``. The backward avoids the CPU kernels that are slow
+    for dilated depthwise convolutions: the input gradient is itself a forward
+    convolution (zero-padded gradient, flipped kernel), and the weight gradient of a
+    dilation-``d`` convolution is taken as that of an undilated convolution over the
+    ``d`` time phases (time ``t = q d + r`` -> phase ``r`` joins the batch).
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, weight: torch.Tensor,
+                bias: torch.Tensor | None, dilation: int) -> torch.Tensor:
+        """x (B, C, T + 2d, F), weight (C, 1, 3, 3), bias (C,) -> (B, C, T, F)."""
+        ctx.save_for_backward(x, weight)
+        ctx.dilation = dilation
+        ctx.has_bias = bias is not None
+        return F.conv2d(x, weight, bias, padding=(0, 1), dilation=(dilation, 1), groups=x.shape[1])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None]:
+        x, weight = ctx.saved_tensors
+        d = ctx.dilation
+        b, c, t, f = grad.shape
+        grad = grad.contiguous()
+        d_x = d_w = d_b = None
+        if ctx.needs_input_grad[0]:  # (B, C, T + 2d, F)
+            d_x = F.conv2d(grad, weight.flip(2, 3), None, padding=(2 * d, 1), dilation=(d, 1), groups=c)
+        if ctx.needs_input_grad[1]:
+            if d == 1:
+                g_ph, x_ph = grad, x
+            else:
+                q = -(-t // d)  # frames per phase
+                g_ph = F.pad(grad, (0, 0, 0, q * d - t)).view(b, c, q, d, f)  # (B, C, Q, d, F)
+                g_ph = g_ph.permute(0, 3, 1, 2, 4).reshape(b * d, c, q, f)  # (B*d, C, Q, F)
+                x_ph = F.pad(x, (0, 0, 0, (q + 2) * d - x.shape[2]))  # (B, C, (Q+2) d, F)
+                x_ph = x_ph.view(b, c, q + 2, d, f)  # (B, C, Q+2, d, F)
+                x_ph = x_ph.permute(0, 3, 1, 2, 4).reshape(b * d, c, q + 2, f)  # (B*d, C, Q+2, F)
+            d_w = torch.ops.aten.convolution_backward(
+                g_ph, x_ph, weight, None, [1, 1], [0, 1], [1, 1], False, [0, 0], c, [False, True, False])[1]
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            d_b = grad.sum(dim=(0, 2, 3))
+        return d_x, d_w, d_b, None
+
+
+def _conv_weight(conv: nn.Module) -> torch.Tensor:
+    """Weight of an (equivalent) ``Conv2d`` for a stride-1 ``Conv2d`` / ``ConvTranspose2d``.
+
+    A stride-1 transposed convolution is the convolution with the kernel flipped
+    and, per group, input and output channels swapped (padding ``k - 1 - p``).
+    """
+    w = conv.weight
+    if isinstance(conv, nn.ConvTranspose2d):
+        g = conv.groups
+        cin, cout_g, kh, kw = w.shape
+        w = w.view(g, cin // g, cout_g, kh, kw).transpose(1, 2).reshape(g * cout_g, cin // g, kh, kw)
+        w = w.flip(2, 3)  # (C_out, C_in / groups, kh, kw)
+    return w
+
+
+def _pointwise(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
+    """A 1x1 ``Conv2d`` or ``ConvTranspose2d`` (groups 1) as one batched matmul (faster than the
+    CPU convolution kernels, forward and backward): (B, C_in, T, F) -> (B, C_out, T, F)."""
+    b, c, t, f = x.shape
+    w = _conv_weight(conv)  # (C_out, C_in, 1, 1)
+    co = w.shape[0]
+    bias = conv.bias if conv.bias is not None else x.new_zeros(co)  # (C_out,)
+    y = torch.baddbmm(bias.view(1, co, 1), w.view(1, co, c).expand(b, co, c),
+                      x.reshape(b, c, t * f))  # (B, C_out, T*F)
+    return y.view(b, co, t, f)  # (B, C_out, T, F)
+
+
+def _sfe_pointwise(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
+    """``conv(SFE(3)(x))`` for a 1x1 conv, without materialising SFE: a (1, 3) conv over x.
+
+    SFE channel ``c * 3 + j`` is bin ``f + j - 1`` of channel ``c``, so the 1x1
+    weight (C_out, 3 C) is a (C_out, C, 1, 3) kernel with frequency padding 1.
+    """
+    w = _conv_weight(conv)  # (C_out, 3 C, 1, 1)
+    w = w.view(w.shape[0], x.shape[1], 1, 3)  # (C_out, C, 1, 3)
+    return F.conv2d(x, w, conv.bias, padding=(0, 1))
+
+
+def _stride2_deconv(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
+    """``ConvTranspose2d`` with kernel (1, 5), stride (1, 2), padding (0, 2) as one stride-1 conv.
+
+    Polyphase form: even output bins take kernel taps (4, 2, 0) at input bins
+    (m - 1, m, m + 1), odd bins taps (3, 1) at (m, m + 1). One (1, 3) conv gives
+    both phases as channel pairs, which are then interleaved along frequency.
+    (B, C_in, T, W) -> (B, C_out, T, 2W - 1 + output_padding).
+    """
+    g = conv.groups
+    w = conv.weight  # (C_in, C_out / g, 1, 5)
+    cin, cout_g = w.shape[0], w.shape[1]
+    w = w.view(g, cin // g, cout_g, 5).transpose(1, 2)  # (g, C_out/g, C_in/g, 5)
+    even = w[..., [4, 2, 0]]  # (g, C_out/g, C_in/g, 3)
+    odd = F.pad(w[..., [3, 1]], (1, 0))  # (g, C_out/g, C_in/g, 3): taps at m, m + 1
+    w2 = torch.stack([even, odd], dim=2).reshape(g * cout_g * 2, cin // g, 1, 3)  # (2 C_out, C_in/g, 1, 3)
+    bias = None if conv.bias is None else conv.bias.repeat_interleave(2)  # (2 C_out,)
+    y = F.conv2d(x, w2, bias, padding=(0, 1), groups=g)  # (B, 2 C_out, T, W): (channel, phase)
+    b, _, t, width = y.shape
+    y = y.view(b, g * cout_g, 2, t, width).permute(0, 1, 3, 4, 2)  # (B, C_out, T, W, phase)
+    y = y.reshape(b, g * cout_g, t, 2 * width)  # (B, C_out, T, 2W)
+    out_w = 2 * width - 1 + conv.output_padding[1]
+    return y[..., :out_w]  # (B, C_out, T, 2W - 1 + output_padding)
+
+
+def _gates_block_diag(weights: list[torch.Tensor]) -> torch.Tensor:
+    """nn.GRU-layout weights (3 h_i, c_i) -> (3 sum h, sum c): per gate [r, z, n] block diagonal."""
+    gates = [torch.block_diag(*[w.view(3, w.shape[0] // 3, w.shape[1])[k] for w in weights])
+             for k in range(3)]  # 3 x (sum h, sum c)
+    return torch.cat(gates, dim=0)  # (3 sum h, sum c)
+
+
+def _gates_cat(biases: list[torch.Tensor]) -> torch.Tensor:
+    """nn.GRU-layout biases (3 h_i,) -> (3 sum h,), gate-major like :func:`_gates_block_diag`."""
+    return torch.cat([b.view(3, -1) for b in biases], dim=1).reshape(-1)  # (3, sum h) -> (3 sum h,)
 
 
 class SFE(nn.Module):
@@ -49,10 +432,26 @@ class TRA(nn.Module):
         return [torch.zeros(1, batch, self.att_gru.hidden_size, device=device, dtype=dtype)]
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        if _use_fast(x):
+            return self._forward_fast(x, state)
         zt = x.pow(2).mean(dim=-1).transpose(1, 2)  # (B, T, C)
         h0 = state[0] if state is not None else None
         at, h = self.att_gru(zt, h0)  # (B, T, 2C), (1, B, 2C)
         at = torch.sigmoid(self.att_fc(at)).transpose(1, 2)  # (B, C, T)
+        return x * at.unsqueeze(-1), [h]  # (B, C, T, F)
+
+    def _forward_fast(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        """Same function; the small-batch GRU runs as one autograd node."""
+        gru = self.att_gru
+        zt = (torch.linalg.vecdot(x, x, dim=-1) / x.shape[-1]).permute(2, 0, 1).contiguous()  # (T, B, C)
+        h0 = x.new_zeros(x.shape[0], gru.hidden_size) if state is None else state[0][0]  # (B, 2C)
+        weights = (gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0)
+        if torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights)):
+            at = _NativeGRU.apply(zt, h0, *weights)  # (T, B, 2C)
+        else:
+            at = torch._VF.gru(zt, h0.unsqueeze(0), list(weights), True, 1, 0.0, False, False, False)[0]
+        h = at[-1].unsqueeze(0)  # (1, B, 2C)
+        at = torch.sigmoid(self.att_fc(at)).permute(1, 2, 0)  # (B, C, T)
         return x * at.unsqueeze(-1), [h]  # (B, C, T, F)
 
 
@@ -74,7 +473,13 @@ class ConvBlock(nn.Module):
         self.act: nn.Module = nn.Tanh() if is_last else nn.PReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
+        conv = self.conv
+        if not _use_fast(x):
+            return self.act(self.bn(conv(x)))
+        if (isinstance(conv, nn.ConvTranspose2d) and conv.kernel_size == (1, 5) and conv.stride == (1, 2)
+                and conv.padding == (0, 2) and conv.dilation == (1, 1)):
+            return _act(self.act, self.bn(_stride2_deconv(x, conv)))  # (B, C_out, T, 2F - 1 + pad)
+        return _act(self.act, self.bn(conv(x)))
 
 
 class GTConvBlock(nn.Module):
@@ -120,6 +525,8 @@ class GTConvBlock(nn.Module):
         return torch.stack([x1, x2], dim=2).reshape(b, 2 * c, t, f)  # (B, C, 2, T, F) -> (B, 2C, T, F)
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        if _use_fast(x) and self.depth_conv.kernel_size == (3, 3):
+            return self._forward_fast(x, state)
         x1, x2 = torch.chunk(x, 2, dim=1)  # 2 x (B, C/2, T, F)
         h = self.point_act(self.point_bn1(self.point_conv1(self.sfe(x1))))  # (B, H, T, F)
         if state is None:
@@ -129,6 +536,24 @@ class GTConvBlock(nn.Module):
         cache = h[:, :, h.shape[2] - self.pad_size:]  # (B, H, pad, F)
         h = self.depth_act(self.depth_bn(self.depth_conv(h)))  # (B, H, T, F)
         h = self.point_bn2(self.point_conv2(h))  # (B, C/2, T, F)
+        h, tra_state = self.tra(h, None if state is None else state[1:])
+        return self.shuffle(h, x2), [cache, *tra_state]
+
+    def _forward_fast(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        """Same function: SFE folded into the first point conv, transposed convs as convs, and the
+        depthwise conv with a fast backward."""
+        x1, x2 = torch.chunk(x, 2, dim=1)  # 2 x (B, C/2, T, F)
+        h = _act(self.point_act, self.point_bn1(_sfe_pointwise(x1, self.point_conv1)))  # (B, H, T, F)
+        if state is None:
+            h = F.pad(h, (0, 0, self.pad_size, 0))  # (B, H, pad + T, F)
+        else:
+            h = torch.cat([state[0], h], dim=2)  # (B, H, pad + T, F)
+        cache = h[:, :, h.shape[2] - self.pad_size:]  # (B, H, pad, F)
+        dilation = self.depth_conv.dilation[0]
+        h = _DepthwiseConv.apply(h, _conv_weight(self.depth_conv), self.depth_conv.bias,
+                                 dilation)  # (B, H, T, F)
+        h = _act(self.depth_act, self.depth_bn(h))  # (B, H, T, F)
+        h = self.point_bn2(_pointwise(h, self.point_conv2))  # (B, C/2, T, F)
         h, tra_state = self.tra(h, None if state is None else state[1:])
         return self.shuffle(h, x2), [cache, *tra_state]
 
@@ -151,6 +576,9 @@ class GRNN(nn.Module):
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """x (B, L, input_size), state [(dirs, B, hidden)] -> y (B, L, dirs * hidden), state."""
+        if _use_fast(x):
+            y, new_state = self.forward_time_major(x.transpose(0, 1), state)  # (L, B, dirs * hidden)
+            return y.transpose(0, 1), new_state  # (B, L, dirs * hidden)
         x1, x2 = torch.chunk(x, 2, dim=-1)  # 2 x (B, L, in/2)
         if state is None:
             h1 = h2 = None
@@ -159,6 +587,49 @@ class GRNN(nn.Module):
         y1, h1 = self.rnn1(x1, h1)  # (B, L, dirs * hidden/2), (dirs, B, hidden/2)
         y2, h2 = self.rnn2(x2, h2)
         return torch.cat([y1, y2], dim=-1), [torch.cat([h1, h2], dim=-1)]
+
+    def direction_weights(self, reverse: bool = False
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One direction of both groups as a single GRU with block-diagonal weights.
+
+        Returns (w_ih (3 * hidden, input), w_hh (3 * hidden, hidden), input bias
+        incl. b_hh's r and z parts (3 * hidden,), b_hn (hidden,)), hidden units
+        ordered [group 1, group 2]. Rebuilt at every call from the groups'
+        parameters, so gradients flow back to them.
+        """
+        sfx = "_l0_reverse" if reverse else "_l0"
+        rnns = (self.rnn1, self.rnn2)
+        w_ih = _gates_block_diag([getattr(r, "weight_ih" + sfx) for r in rnns])  # (3 hidden, input)
+        w_hh = _gates_block_diag([getattr(r, "weight_hh" + sfx) for r in rnns])  # (3 hidden, hidden)
+        b_ih = _gates_cat([getattr(r, "bias_ih" + sfx) for r in rnns])  # (3 hidden,)
+        b_hh = _gates_cat([getattr(r, "bias_hh" + sfx) for r in rnns])  # (3 hidden,)
+        b_gi, b_hn = _gru_gi_bias(b_ih, b_hh)
+        return w_ih, w_hh, b_gi, b_hn
+
+    def scan_channel_major(self, x: torch.Tensor, state: State | None = None
+                           ) -> tuple[list[torch.Tensor], State]:
+        """Fast path core: x (input_size, L, N) channel-major -> per direction (hidden, L, N)
+        with units [group 1, group 2], and the state [(dirs, N, hidden)]."""
+        c, steps, n = x.shape
+        flat = x.reshape(c, steps * n)  # (C, L*N)
+        ys, h_n = [], []
+        for d in range(2 if self.bidirectional else 1):
+            w_ih, w_hh, b_gi, b_hn = self.direction_weights(reverse=d == 1)
+            gi = torch.addmm(b_gi.unsqueeze(1), w_ih, flat).view(-1, steps, n)  # (3 hidden, L, N)
+            h0 = x.new_zeros(self.hidden_size, n) if state is None else state[0][d].t()  # (hidden, N)
+            y = gru_scan(gi.transpose(0, 1), h0, w_hh, b_hn, reverse=d == 1)  # (hidden, L, N)
+            ys.append(y)
+            h_n.append((y[:, 0] if d == 1 else y[:, -1]).t())  # (N, hidden)
+        return ys, [torch.stack(h_n)]  # [(dirs, N, hidden)]
+
+    def forward_time_major(self, x: torch.Tensor, state: State | None = None
+                           ) -> tuple[torch.Tensor, State]:
+        """Fast path on time-major data: x (L, N, input_size) -> y (L, N, dirs * hidden), state."""
+        ys, new_state = self.scan_channel_major(x.permute(2, 0, 1), state)  # dirs x (hidden, L, N)
+        hg = self.hidden_size // 2
+        steps, n = x.shape[0], x.shape[1]
+        y = torch.stack([v.view(2, hg, steps, n) for v in ys], dim=1)  # (group, dir, hg, L, N)
+        return y.view(-1, steps, n).permute(1, 2, 0), new_state  # (L, N, dirs * hidden)
 
 
 class DPGRNN(nn.Module):
@@ -183,6 +654,8 @@ class DPGRNN(nn.Module):
         return self.inter_rnn.init_state(batch * self.width, device, dtype)
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        if _use_fast(x):
+            return self._forward_fast(x, state)
         b, c, t, f = x.shape
         x = x.permute(0, 2, 3, 1)  # (B, T, F, C)
         intra, _ = self.intra_rnn(x.reshape(b * t, f, c))  # (B*T, F, C)
@@ -193,6 +666,31 @@ class DPGRNN(nn.Module):
         inter = self.inter_fc(inter).reshape(b, f, t, c).permute(0, 2, 1, 3)  # (B, T, F, C)
         x = x + self.inter_ln(inter)  # (B, T, F, C)
         return x.permute(0, 3, 1, 2), new_state  # (B, C, T, F)
+
+    def _forward_fast(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        """Same function in layouts that suit each step: the scans run channel-major
+        ((C, L, N): their inputs and outputs feed the Linear layers as plain matmuls),
+        LayerNorm runs on (..., C, F) data."""
+        b, c, t, f = x.shape
+        xi = x.permute(1, 3, 0, 2).contiguous()  # (C, F, B, T)
+        ys, _ = self.intra_rnn.scan_channel_major(xi.view(c, f, b * t))  # 2 x (C/2, F, B*T)
+        hg = c // 4  # units per group and direction
+        w_fc = self.intra_fc.weight.view(c, 2, 2, hg)  # (C_out, group, dir, hg)
+        intra = torch.addmm(self.intra_fc.bias.unsqueeze(1), w_fc[:, :, 0].reshape(c, 2 * hg),
+                            ys[0].view(2 * hg, -1))  # (C, F*B*T): forward units
+        intra = intra.addmm_(w_fc[:, :, 1].reshape(c, 2 * hg), ys[1].view(2 * hg, -1))  # + backward units
+        intra = intra.view(c * f, b * t).t().reshape(b, t, c, f)  # (B, T, C, F)
+        intra = F.layer_norm(intra, (c, f), self.intra_ln.weight.t(), self.intra_ln.bias.t(),
+                             self.intra_ln.eps)  # (B, T, C, F)
+        x1 = intra + x.permute(0, 2, 1, 3)  # (B, T, C, F)
+        xt = x1.permute(2, 1, 0, 3).contiguous()  # (C, T, B, F)
+        ys, new_state = self.inter_rnn.scan_channel_major(xt.view(c, t, b * f), state)  # (C, T, B*F)
+        inter = torch.addmm(self.inter_fc.bias.unsqueeze(1), self.inter_fc.weight,
+                            ys[0].view(c, -1)).view(c, t, b, f)  # (C, T, B, F)
+        inter = F.layer_norm(inter.permute(1, 2, 0, 3), (c, f), self.inter_ln.weight.t(),
+                             self.inter_ln.bias.t(), self.inter_ln.eps)  # (T, B, C, F)
+        out = inter + x1.transpose(0, 1)  # (T, B, C, F)
+        return out.permute(1, 2, 0, 3).contiguous(), new_state  # (B, C, T, F)
 
 
 class BandStem(nn.Module):
@@ -217,6 +715,8 @@ class BandStem(nn.Module):
         self.act: nn.Module = nn.Tanh() if is_last else nn.PReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _use_fast(x):
+            return self._forward_fast(x)
         b, c, t, f = x.shape
         n = self.bands
         w = f // n
@@ -224,6 +724,32 @@ class BandStem(nn.Module):
         y = self.act(self.bn(self.conv(xb)))  # (B, N*C_out, T, W)
         y = y.reshape(b, n, self.out_channels, t, w).permute(0, 2, 3, 1, 4)  # (B, C_out, T, N, W)
         return y.reshape(b, self.out_channels, t, f)  # (B, C_out, T, F)
+
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """Same function as one batched matmul per group.
+
+        Inside a group the (1, 3) conv over a band's W bins is a dense banded
+        (Toeplitz) map from (bands/group, C_in, W) to (bands/group, C_out, W);
+        BatchNorm then runs on the (channel, W * B * T) layout the matmul yields.
+        """
+        b, c, t, f = x.shape
+        n, g = self.bands, self.conv.groups
+        k, w = n // g, f // n  # bands per group, bins per band
+        co = self.out_channels
+        xg = x.view(b, c, t, g, k, w).permute(3, 4, 1, 5, 0, 2)  # (G, k, C, W, B, T)
+        xg = xg.reshape(g, k * c * w, b * t)  # (G, k C W, B T)
+        pos = torch.arange(w, device=x.device)  # (W,)
+        tap = torch.arange(3, device=x.device).view(3, 1, 1) - 1  # (3, 1, 1)
+        shift = (pos.view(1, 1, w) == pos.view(1, w, 1) + tap).to(x.dtype)  # (3, W_out, W_in): in = out+j-1
+        kern = self.conv.weight.view(g, k * co, k * c, 3)  # (G, k C_out, k C_in, 3)
+        mat = torch.einsum("goij,jab->goaib", kern, shift)  # (G, k C_out, W_out, k C_in, W_in)
+        mat = mat.reshape(g, k * co * w, k * c * w)  # (G, k C_out W, k C_in W)
+        bias = self.conv.bias.view(g, k * co, 1).expand(g, k * co, w)  # (G, k C_out, W)
+        bias = bias.reshape(g, k * co * w, 1)  # (G, k C_out W, 1)
+        y = torch.baddbmm(bias, mat, xg)  # (G, k C_out W, B T)
+        y = self.bn(y.view(1, n * co, w, b * t))  # (1, N C_out, W, B T): BN channel = band * C_out + out
+        y = y.view(n, co, w, b, t).permute(3, 1, 4, 0, 2).reshape(b, co, t, f)  # (B, C_out, T, F)
+        return _act(self.act, y)  # elementwise: applied in the output layout, contiguous both ways
 
 
 class SkipFusion(nn.Module):
@@ -244,6 +770,9 @@ class SkipFusion(nn.Module):
         b, c, t, f = front.shape
         n = deep.shape[-1]
         pooled = front.reshape(b, c, t, n, f // n).mean(dim=-1)  # (B, C_f, T, N)
+        if _use_fast(deep):
+            both = torch.cat([deep, pooled], dim=1)  # (B, C + C_f, T, N)
+            return _act(self.act, self.bn(_pointwise(both, self.conv)))  # (B, C, T, N)
         return self.act(self.bn(self.conv(torch.cat([deep, pooled], dim=1))))  # (B, C, T, N)
 
 

@@ -72,7 +72,7 @@ def main() -> None:
         "hours_of_audio_seen": round(last["hours_seen"], 3),
         "training_wall_hours": round(sum(e.get("epoch_seconds", 0.0) for e in epochs) / 3600, 3),
         "hardware": f"{platform.machine()} CPU, 1 thread per run (2-core machine)",
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "dev_metrics_per_epoch": epochs,
         "dev_metrics_best": next((e for e in epochs if e["epoch"] == best_epoch), None),
         "complexity": complexity(model),

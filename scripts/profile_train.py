@@ -1,0 +1,136 @@
+#!/usr/bin/env python
+"""Training-throughput benchmark and profiler for the GTCRN family.
+
+One training step = random batch (B, N) -> STFT -> model -> loss on the output
+spectrum -> backward -> Adam step. Throughput is reported as seconds of audio
+trained per wall-clock second (B * N / 16000 / step time), median over steps.
+
+With ``--ab`` the fast path (``gtcrn.modules.set_fast_path``) and the plain
+modules are timed in the same process, alternating, which is the only fair
+comparison on a shared machine.
+
+Examples::
+
+    python scripts/profile_train.py --preset gtcrn-g32
+    python scripts/profile_train.py --preset gtcrn-official --ab --reps 5
+    python scripts/profile_train.py --preset gtcrn-g32 --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+import gtcrn
+from gtcrn import modules
+from gtcrn.config import LossConfig
+from gtcrn.stft import SAMPLE_RATE, stft
+
+
+def make_loss() -> tuple[str, Callable[..., torch.Tensor]]:
+    """The project's hybrid loss if gtcrn/losses.py exists, else MSE on the spectrum."""
+    try:
+        from gtcrn.losses import HybridLoss  # type: ignore[import-not-found]
+    except ImportError:
+        def mse(est: torch.Tensor, ref: torch.Tensor, est_wav: torch.Tensor | None,
+                ref_wav: torch.Tensor | None) -> torch.Tensor:
+            return F.mse_loss(est, ref)
+        return "mse(spectrum)", mse
+    loss = HybridLoss(LossConfig())
+    return "HybridLoss", loss
+
+
+def make_step(preset: str, batch: int, samples: int, seed: int = 0
+              ) -> tuple[Callable[[], tuple[float, float]], str]:
+    """Build model, optimiser and a fixed random batch; returns a function doing one step
+    and returning its (wall-clock, process CPU) seconds."""
+    torch.manual_seed(seed)
+    model = gtcrn.GTCRN(gtcrn.ModelConfig.preset(preset)).train()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    noisy = torch.randn(batch, samples) * 0.1  # (B, N)
+    clean = torch.randn(batch, samples) * 0.1  # (B, N)
+    loss_name, loss_fn = make_loss()
+    needs_wav = loss_name == "HybridLoss"
+
+    def step() -> tuple[float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
+        spec = stft(noisy)  # (B, 257, T, 2)
+        with torch.no_grad():
+            ref = stft(clean)  # (B, 257, T, 2)
+        est = model(spec)  # (B, 257, T, 2)
+        if needs_wav:
+            est_wav = gtcrn.stft.istft(est, samples)  # (B, N)
+            loss = loss_fn(est, ref, est_wav, clean)
+        else:
+            loss = loss_fn(est, ref, None, None)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    return step, loss_name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="gtcrn-g32")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per repetition")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=1, help="repetitions (alternating with --ab)")
+    parser.add_argument("--ab", action="store_true", help="A/B: fast path vs plain modules")
+    parser.add_argument("--plain", action="store_true", help="time the plain modules only")
+    parser.add_argument("--profile", action="store_true", help="print a torch.profiler top-20 table")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    samples = int(args.seconds * SAMPLE_RATE)
+    audio_s = args.batch * samples / SAMPLE_RATE
+    step, loss_name = make_step(args.preset, args.batch, samples)
+    print(f"preset={args.preset} batch={args.batch}x{args.seconds:g}s threads={args.threads} "
+          f"loss={loss_name} torch={torch.__version__}")
+
+    variants = [("fast", True), ("plain", False)] if args.ab else [
+        ("plain" if args.plain else "fast", not args.plain)]
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in variants}
+    for _, enabled in variants:  # warm-up every variant once
+        with modules.fast_path(enabled):
+            for _ in range(args.warmup):
+                step()
+    for rep in range(args.reps):
+        order = variants if rep % 2 == 0 else variants[::-1]
+        for name, enabled in order:
+            with modules.fast_path(enabled):
+                times[name] += [step() for _ in range(args.steps)]
+    for name, ts in times.items():
+        wall = [w for w, _ in ts]
+        cpu = [c / args.threads for _, c in ts]
+        med = statistics.median(wall)
+        print(f"{name:5s}: median step {med * 1000:8.1f} ms  ->  {audio_s / med:7.1f} x real time "
+              f"(audio s / s; min step {min(wall) * 1000:.1f} ms, n={len(ts)}; "
+              f"CPU time / threads: median {statistics.median(cpu) * 1000:.1f} ms)")
+    if args.ab:
+        fast_s = statistics.median(w for w, _ in times["fast"])
+        ratio = statistics.median(w for w, _ in times["plain"]) / fast_s
+        print(f"speed-up fast vs plain (median wall-clock): {ratio:.2f}x")
+
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+        name, enabled = variants[0]
+        with modules.fast_path(enabled), profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(2):
+                step()
+        print(f"profile ({name}, 2 steps):")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+
+
+if __name__ == "__main__":
+    main()
