@@ -46,6 +46,11 @@ def fast_path(enabled: bool = True) -> Iterator[None]:
         set_fast_path(previous)
 
 
+def _is_exporting() -> bool:
+    is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.5
+    return bool(is_exporting is not None and is_exporting())
+
+
 def _use_fast(x: torch.Tensor) -> bool:
     """Fast path for this call? Off when disabled, for non-CPU tensors, under CPU autocast, and
     while tracing, exporting or compiling (the plain modules are the traceable reference)."""
@@ -53,7 +58,7 @@ def _use_fast(x: torch.Tensor) -> bool:
         return False
     if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         return False
-    return not (torch.compiler.is_compiling() or torch.compiler.is_exporting())
+    return not (torch.compiler.is_compiling() or _is_exporting())
 
 
 def _gru_scan_forward(gi: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor, b_hn: torch.Tensor,

@@ -2,8 +2,11 @@
 """Training-throughput benchmark and profiler for the GTCRN family.
 
 One training step = random batch (B, N) -> STFT -> model -> loss on the output
-spectrum -> backward -> Adam step. Throughput is reported as seconds of audio
-trained per wall-clock second (B * N / 16000 / step time), median over steps.
+spectrum (the project's HybridLoss, which also takes the iSTFT; plain MSE on the
+spectrum when gtcrn.losses is missing) -> backward -> Adam step. Throughput is
+reported as seconds of audio trained per wall-clock second (B * N / 16000 / step
+time), median over steps; the process CPU time per thread is printed too (less
+sensitive to other processes on a shared machine).
 
 With ``--ab`` the fast path (``gtcrn.modules.set_fast_path``) and the plain
 modules are timed in the same process, alternating, which is the only fair

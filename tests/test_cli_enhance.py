@@ -19,14 +19,6 @@ from gtcrn.cli import main
 from tests.helpers import make_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(request):
-    """One torch thread: on a shared, busy machine two threads make small models ~10x slower."""
-    if "_seed_and_threads" in request.fixturenames:
-        request.getfixturevalue("_seed_and_threads")
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def model() -> gtcrn.GTCRN:
     torch.manual_seed(0)

@@ -32,14 +32,6 @@ class ScaleModel(nn.Module):
         return spec * self.gain, state
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(request):
-    """One torch thread: on a shared, busy machine two threads make small models ~10x slower."""
-    if "_seed_and_threads" in request.fixturenames:
-        request.getfixturevalue("_seed_and_threads")
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def model() -> gtcrn.GTCRN:
     torch.manual_seed(0)

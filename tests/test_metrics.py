@@ -11,23 +11,10 @@ import pytest
 from gtcrn import metrics
 from gtcrn.audio import read_audio, resample
 from gtcrn.metrics import compute_metrics, pesq_score, si_sdr, stoi_score
+from tests.helpers import speech_like
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 LIBRISPEECH = SHARED / "data" / "speech" / "librispeech-train-clean-100"
-
-
-def speech_like(seconds: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
-    """A voiced, syllable-modulated harmonic signal that PESQ's VAD accepts as speech."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    f0 = 130 + 40 * np.sin(2 * np.pi * 0.8 * t + rng.uniform(0, 6))
-    phase = 2 * np.pi * np.cumsum(f0) / sr
-    x = np.zeros_like(t)
-    for k in range(1, 40):
-        if k * 170 < min(sr / 2, 7000):
-            x += np.sin(k * phase + rng.uniform(0, 6)) / k
-    x *= np.clip(np.sin(2 * np.pi * 2.5 * t + rng.uniform(0, 6)), 0, None) ** 1.5
-    return (0.2 * x / np.abs(x).max()).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
