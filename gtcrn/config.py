@@ -182,7 +182,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 __all__ = ["ConfigError", "LossConfig", "ModelConfig", "PRESETS", "from_dict", "to_dict", "load_yaml", "field"]
 
 
-# ---- training (appended by the training engineer) ----------------------------------------------
+# ---- training -------------------------------------------------------------------------------------
 
 @dataclass
 class DataConfig:
