@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from .config import ConfigError, ModelConfig, PRESETS
+from .audio import publish
+from .config import PRESETS, ConfigError, ModelConfig
 from .model import GTCRN
 
 FORMAT = "gtcrn"
@@ -31,13 +32,6 @@ class CheckpointError(ValueError):
     """A file is not a usable checkpoint; the message names the file and the problem."""
 
 
-def default_file_mode() -> int:
-    """Permissions of a newly created file under the current umask (mkstemp would give 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename over it."""
     path = Path(path)
@@ -46,8 +40,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
+        publish(tmp, path)  # umask permissions, then an atomic rename
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
