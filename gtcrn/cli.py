@@ -217,9 +217,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a model (on-the-fly mixing, paired folders or manifests)",
         description="Train from a YAML run config (overrides of gtcrn.config.RunConfig). The run folder "
-                    "gets config.yaml, last.pt/best.pt, metrics.csv and train.log. Ctrl-C saves a "
-                    "resumable checkpoint (exit status 130); continue with --resume. Multi-GPU / "
-                    "multi-node: torchrun --nproc_per_node N -m gtcrn.train --config ... (same options).")
+                    "gets config.yaml, last.pt/best.pt, metrics.csv and train.log. Ctrl-C (SIGINT) "
+                    "or a job scheduler's SIGTERM saves a resumable checkpoint and exits with status "
+                    "130 or 143; continue with --resume. Multi-GPU / multi-node: torchrun "
+                    "--nproc_per_node N -m gtcrn.train --config ... (same options).")
     p.add_argument("--config", help="run config YAML (e.g. configs/gtcrn-g32.yaml); with --resume "
                                     "defaults to RUN_DIR/config.yaml")
     p.add_argument("--run-dir", help="output folder (default: runs/<config name>)")
@@ -260,7 +261,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         result = train(run_config, run_dir, resume=args.resume)
     except AudioError as exc:
         raise CLIError(str(exc)) from None
-    return 130 if result.interrupted else 0
+    if not result.interrupted:
+        return 0
+    return 143 if result.stop_signal == "SIGTERM" else 130  # 128 + signal number, as shells report
 
 
 # ---- export ------------------------------------------------------------------------------------

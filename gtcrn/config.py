@@ -280,6 +280,11 @@ class TrainConfig:
     progress: bool = True
     log_every: int = 0  # print a plain log line every N steps (0 = off)
     tensorboard: bool = True
+    # Start from these weights instead of a random init (fine-tuning or a warm restart): a
+    # checkpoint path or a preset name with shipped weights ("gtcrn-g32"). The model config must
+    # match; the optimizer, schedule and step count start fresh. The run's record keeps the
+    # source's steps and hours so totals add up.
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "step", "constant"):

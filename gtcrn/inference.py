@@ -1,12 +1,9 @@
 """Enhancement of arrays and audio files with a GTCRN model.
 
-Three layers, all running the same chunked code:
+Three layers over :class:`gtcrn.stream.Streamer` (chunks of STFT frames with the
+model's explicit state; the output equals ``model.enhance_waveform`` of the whole
+signal to float rounding):
 
-* :class:`ChunkedEnhancer` turns a 16 kHz sample stream into the enhanced
-  stream, a chunk of STFT frames at a time, with the model's explicit state
-  (:meth:`GTCRN.forward_stateful`). The reflect padding at both ends, the
-  framing across chunk boundaries and the overlap-add are done so that the
-  output equals ``model.enhance_waveform(whole signal)`` (to float rounding).
 * :class:`EnhancePipeline` adds streaming resampling (``soxr.ResampleStream``)
   from any input rate to 16 kHz and back to the output rate, the attenuation
   limit, and the exact output length ``round(N * out_rate / in_rate)``.
@@ -47,15 +44,14 @@ from torch import nn
 
 from . import checkpoint
 from .audio import AUDIO_EXTENSIONS, AudioError, format_for, is_float_subtype, output_subtype, publish
-from .stft import HOP, N_FFT, N_FREQS, SAMPLE_RATE, WIN_LENGTH, window
+from .stft import HOP, N_FREQS, SAMPLE_RATE
+from .stream import SpectraHook, Streamer
 
 DEFAULT_MODEL = "gtcrn-g32"
 CHUNK_FRAMES = 256  # STFT frames per model call (4.1 s at 16 kHz)
 BLOCK_SIZE = 65536  # samples per channel read (and roughly written) at a time
 OUTPUT_SUFFIX = "_enhanced"  # default output: <stem>_enhanced.<ext> beside the input
 RESAMPLE_QUALITY = "VHQ"
-_PAD = N_FFT // 2  # reflect padding of the centred STFT (256)
-_MIN_SAMPLES = _PAD + 1  # reflect padding needs more samples than the pad
 _GLOB_CHARS = frozenset("*?[")
 
 ArrayLike = Any  # numpy array or torch tensor
@@ -117,144 +113,6 @@ def output_length(num_samples: int, rate_in: int, rate_out: int) -> int:
     return (2 * num_samples * rate_out + rate_in) // (2 * rate_in)
 
 
-# ---- chunked enhancement at 16 kHz -------------------------------------------------------------
-
-SpectraHook = Callable[[torch.Tensor, torch.Tensor], None]
-
-
-class ChunkedEnhancer:
-    """16 kHz samples in, enhanced samples out, ``chunk_frames`` STFT frames per model call.
-
-    ``feed(x (C, n)) -> (C, m)`` and ``flush() -> (C, m')``; the concatenated
-    outputs equal ``model.enhance_waveform`` of the concatenated input. Each of
-    the ``C`` channels is one item of the model's batch. ``on_spectra(noisy,
-    enhanced)`` (both (C, 257, K, 2)) sees every chunk, e.g. for plots.
-
-    Coordinates: ``P`` is the reflect-padded signal of the centred STFT
-    (``P[i] = x[i - 256]``); frame ``t`` covers ``P[256 t : 256 t + 512]``.
-    """
-
-    def __init__(self, model: nn.Module, channels: int, chunk_frames: int = CHUNK_FRAMES,
-                 on_spectra: SpectraHook | None = None) -> None:
-        if chunk_frames < 1:
-            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
-        self.model = model
-        self.channels = int(channels)
-        self.chunk_frames = int(chunk_frames)
-        self.on_spectra = on_spectra
-        param = next(model.parameters(), None)
-        self.device = param.device if param is not None else torch.device("cpu")
-        self.dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-        self._window = window(self.device, self.dtype)  # (512,)
-        w2 = (window() ** 2).numpy()  # (512,) float32
-        self._env_halves = (w2[:HOP], w2[HOP:])  # window^2 over the two hops of a frame
-        self._reset()
-
-    def _reset(self) -> None:
-        c = self.channels
-        self._state: list[torch.Tensor] | None = None
-        self._received = 0  # input samples fed so far
-        self._started = False  # P's left padding built (needs 257 samples)
-        self._head = np.zeros((c, 0), np.float32)  # input held until then
-        self._tail = np.zeros((c, 0), np.float32)  # last 257 input samples (for the right padding)
-        self._pbuf = np.zeros((c, 0), np.float32)  # P from index self._pstart on
-        self._pstart = 0
-        self._frames = 0  # frames enhanced so far
-        self._carry = np.zeros((c, HOP), np.float32)  # overlap-add of the last frame's second half
-        self._carry_env = np.zeros(HOP, np.float32)
-        self._emitted = 0  # output samples returned so far
-
-    def feed(self, x: np.ndarray) -> np.ndarray:
-        """Append input (C, n) float32; return the output samples that became final (C, m)."""
-        x = np.asarray(x, dtype=np.float32)
-        if x.ndim != 2 or x.shape[0] != self.channels:
-            raise ValueError(f"expected ({self.channels}, samples), got {x.shape}")
-        self._received += x.shape[1]
-        self._tail = np.concatenate([self._tail, x], axis=1)[:, -_MIN_SAMPLES:]  # (C, <=257)
-        if not self._started:
-            self._head = np.concatenate([self._head, x], axis=1)  # (C, n)
-            if self._head.shape[1] < _MIN_SAMPLES:
-                return np.zeros((self.channels, 0), np.float32)
-            left = self._head[:, 1:_PAD + 1][:, ::-1]  # (C, 256): x[256], ..., x[1]
-            self._pbuf = np.concatenate([left, self._head], axis=1)  # (C, 256 + n)
-            self._head = np.zeros((self.channels, 0), np.float32)
-            self._started = True
-        else:
-            self._pbuf = np.concatenate([self._pbuf, x], axis=1)  # (C, n_buf + n)
-        return self._run(final=False)
-
-    def flush(self) -> np.ndarray:
-        """End of input: enhance what is left and return the rest of the output; then reset."""
-        if self._received == 0:
-            self._reset()
-            return np.zeros((self.channels, 0), np.float32)
-        if not self._started:  # N <= 256: numpy's (repeated) reflection, as gtcrn.stream does
-            self._pbuf = np.pad(self._head, ((0, 0), (_PAD, _PAD)), mode="reflect")  # (C, N + 512)
-            self._started = True
-        else:
-            right = self._tail[:, -_PAD - 1:-1][:, ::-1]  # (C, 256): x[N-2], ..., x[N-257]
-            self._pbuf = np.concatenate([self._pbuf, right], axis=1)  # (C, n_buf + 256)
-        out = self._run(final=True)
-        self._reset()
-        return out
-
-    def _run(self, final: bool) -> np.ndarray:
-        """Enhance every complete chunk of frames (every frame left when ``final``)."""
-        pend = self._pstart + self._pbuf.shape[1]
-        if final:
-            total = self._received // HOP + 1  # frames of the whole signal
-        else:
-            total = (pend - WIN_LENGTH) // HOP + 1 if pend >= WIN_LENGTH else 0
-        outs = []
-        while total - self._frames >= (1 if final else self.chunk_frames):
-            k = min(self.chunk_frames, total - self._frames)
-            outs.append(self._process(k))
-        if final:
-            outs.append(self._carry / self._carry_env)  # (C, 256): P after the last frame's start + 256
-        out = np.concatenate(outs, axis=1) if outs else np.zeros((self.channels, 0), np.float32)
-        if final:
-            out = out[:, :max(0, self._received - self._emitted)]  # (C, m) up to the input's length
-        self._emitted += out.shape[1]
-        return out
-
-    def _process(self, k: int) -> np.ndarray:
-        """Enhance the next ``k`` frames; return the output samples they complete."""
-        t0 = self._frames
-        off = t0 * HOP - self._pstart
-        seg = self._pbuf[:, off:off + (k + 1) * HOP]  # (C, 256 (k + 1)) = frames t0..t0+k-1
-        wav = torch.from_numpy(np.ascontiguousarray(seg)).to(self.device, self.dtype)  # (C, 256 (k + 1))
-        spec = torch.stft(wav, N_FFT, HOP, WIN_LENGTH, window=self._window, center=False,
-                          return_complex=True)  # (C, 257, k)
-        noisy = torch.view_as_real(spec)  # (C, 257, k, 2)
-        if self._state is None:
-            self._state = self.model.init_state(self.channels, device=self.device, dtype=self.dtype)
-        enhanced, self._state = self.model.forward_stateful(noisy, self._state)  # (C, 257, k, 2)
-        if self.on_spectra is not None:
-            self.on_spectra(noisy, enhanced)
-        frames = torch.fft.irfft(torch.view_as_complex(enhanced.contiguous()), n=N_FFT, dim=1)
-        frames = (frames * self._window[None, :, None]).float().cpu().numpy()  # (C, 512, k)
-        segs = np.zeros((self.channels, HOP, k + 1), np.float32)  # (C, 256, k + 1): hop t0 + j
-        segs[:, :, :k] += frames[:, :HOP]
-        segs[:, :, 1:] += frames[:, HOP:]
-        segs[:, :, 0] += self._carry
-        env = np.zeros((HOP, k + 1), np.float32)  # (256, k + 1)
-        env[:, :k] += self._env_halves[0][:, None]
-        env[:, 1:] += self._env_halves[1][:, None]
-        env[:, 0] += self._carry_env
-        self._carry = segs[:, :, k].copy()  # (C, 256)
-        self._carry_env = env[:, k].copy()  # (256,)
-        env = np.where(env > 1e-11, env, 1.0)  # zero only at P[0], which is dropped below
-        done = (segs[:, :, :k] / env[None, :, :k]).transpose(0, 2, 1).reshape(self.channels, k * HOP)
-        # done: (C, 256 k) = P[256 t0 : 256 (t0 + k)]
-        self._frames += k
-        drop = self._frames * HOP - self._pstart
-        self._pbuf = self._pbuf[:, drop:]  # (C, rest)
-        self._pstart = self._frames * HOP
-        if t0 == 0:
-            done = done[:, _PAD:]  # (C, 256 k - 256): P below 256 is the left padding
-        return done
-
-
 # ---- resampling + attenuation limit ------------------------------------------------------------
 
 class _Resampler:
@@ -274,7 +132,7 @@ class _Resampler:
 class EnhancePipeline:
     """Blocks (n, C) at ``rate_in`` -> enhanced blocks (m, C) at ``rate_out``, in bounded memory.
 
-    Resamples to 16 kHz (soxr stream), enhances with :class:`ChunkedEnhancer`,
+    Resamples to 16 kHz (soxr stream), enhances with :class:`gtcrn.stream.Streamer`,
     resamples to ``rate_out``, applies the attenuation limit against the input
     resampled to ``rate_out``; ``flush()`` completes the output to exactly
     ``output_length(samples fed, rate_in, rate_out)`` samples.
@@ -288,7 +146,9 @@ class EnhancePipeline:
             raise ValueError(f"sample rates must be positive, got {rate_in} -> {rate_out}")
         self.channels, self.rate_in, self.rate_out = channels, int(rate_in), int(rate_out)
         self.mix = _attenuation_mix(attenuation_limit)
-        self.enhancer = ChunkedEnhancer(model, channels, chunk_frames, on_spectra)
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        self.enhancer = Streamer(model, max_frames=chunk_frames, on_spectra=on_spectra)
         self._down = _Resampler(self.rate_in, SAMPLE_RATE, channels)
         self._up = _Resampler(SAMPLE_RATE, self.rate_out, channels)
         self._noisy = _Resampler(self.rate_in, self.rate_out, channels) if self.mix is not None else None
@@ -302,9 +162,10 @@ class EnhancePipeline:
         block = np.asarray(block, dtype=np.float32)
         self.samples_in += block.shape[0]
         x16 = self._down(block, last)  # (n16, C)
-        e16 = self.enhancer.feed(x16.T)  # (C, m16)
+        e16 = self.enhancer.feed(np.ascontiguousarray(x16.T))  # (C, m16)
         if last:
-            e16 = np.concatenate([e16, self.enhancer.flush()], axis=1)  # (C, m16')
+            rest = self.enhancer.flush()  # (C, m16'), or (1, 0) when nothing was fed
+            e16 = np.concatenate([e16, rest.reshape(self.channels, -1)], axis=1)  # (C, m16 + m16')
         enhanced = self._up(np.ascontiguousarray(e16.T), last)  # (m, C)
         if self.mix is None:
             out = enhanced

@@ -52,6 +52,8 @@ Between calls the streamer holds the model state (fixed shapes), fewer than
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -62,6 +64,9 @@ ArrayLike = np.ndarray | torch.Tensor
 
 PAD = N_FFT // 2  # 256: the centre padding of torch.stft / torch.istft
 DEFAULT_MAX_FRAMES = 1024  # frames per forward_stateful call when a chunk brings more (~16 s)
+
+# Called after each model call with (noisy, enhanced) spectra, both (B, 257, K, 2), e.g. for plots.
+SpectraHook = Callable[[torch.Tensor, torch.Tensor], None]
 
 
 def _reflect_pad_short(x: torch.Tensor) -> torch.Tensor:
@@ -84,11 +89,17 @@ class Streamer:
     the same kind (numpy or torch) and layout, ``(m,)`` or ``(channels, m)``.
     The number of channels is fixed by the first ``feed`` of a stream. The
     model is used as it is (put it in eval mode, as for ``enhance_waveform``);
-    several streamers may share one model.
+    several streamers may share one model. The model runs in its own float
+    dtype (float64 models too); outputs are float32.
+
+    ``on_spectra(noisy, enhanced)`` (both ``(B, 257, K, 2)``) is called after
+    every model call with the frames it processed, in order: together they are
+    the whole signal's STFT and the model's output (``gtcrn enhance --plot``
+    draws its spectrograms from them).
     """
 
     def __init__(self, model: nn.Module, frames_per_call: int | None = None,
-                 max_frames: int = DEFAULT_MAX_FRAMES) -> None:
+                 max_frames: int = DEFAULT_MAX_FRAMES, on_spectra: SpectraHook | None = None) -> None:
         if frames_per_call is not None and frames_per_call < 1:
             raise ValueError("frames_per_call must be a positive integer or None")
         if max_frames < 1:
@@ -96,9 +107,11 @@ class Streamer:
         self.model = model
         self.frames_per_call = frames_per_call
         self.max_frames = max_frames if frames_per_call is None else frames_per_call
-        param = next(model.parameters())
-        self.device = param.device
-        self._win = window(self.device, torch.float32)  # (512,)
+        self.on_spectra = on_spectra
+        param = next(model.parameters(), None)
+        self.device = param.device if param is not None else torch.device("cpu")
+        self.dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        self._win = window(self.device, self.dtype)  # (512,)
         sq = self._win**2  # (512,)
         # Overlap-added squared window: a hop covered by two frames, or only by a frame's second half.
         self._env_full = sq[:HOP] + sq[HOP:]  # (256,)
@@ -162,7 +175,7 @@ class Streamer:
     def flush(self) -> ArrayLike:
         """End the stream: return the remaining samples and reset for a new stream."""
         if self._channels is None or self._samples_in == 0:
-            out = torch.zeros(self._channels or 1, 0)  # (B, 0)
+            out = torch.zeros(self._channels or 1, 0, dtype=self.dtype)  # (B, 0)
             result = self._emit(out)
             self.reset()
             return result
@@ -195,13 +208,13 @@ class Streamer:
             raise ValueError(f"expected float samples, got {x.dtype}")
         mono = x.dim() == 1
         x = x.reshape(1, -1) if mono else x  # (B, n)
-        x = x.to(device=self.device, dtype=torch.float32)
+        x = x.to(device=self.device, dtype=self.dtype)
         if self._channels is None:
             self._channels, self._mono, self._numpy = x.shape[0], mono, is_numpy
             empty = x.new_zeros(x.shape[0], 0)  # (B, 0)
             self._head, self._buf, self._last = empty, empty, empty
             self._tail = x.new_zeros(x.shape[0], HOP)  # (B, 256)
-            self._state = self.model.init_state(x.shape[0], device=self.device)
+            self._state = self.model.init_state(x.shape[0], device=self.device, dtype=self.dtype)
         elif x.shape[0] != self._channels or mono != self._mono:
             raise ValueError(f"this stream has {self._channels} channel(s) "
                              f"({'mono 1-D' if self._mono else '2-D'}); got shape {tuple(x.shape)}")
@@ -211,7 +224,7 @@ class Streamer:
     def _emit(self, out: torch.Tensor) -> ArrayLike:
         """(B, m) -> the caller's kind and layout."""
         self._samples_out += out.shape[1]
-        y = out[0] if self._mono else out  # (m,) or (B, m)
+        y = (out[0] if self._mono else out).float()  # (m,) or (B, m)
         return y.cpu().numpy().copy() if self._numpy else y
 
     def _run(self, final: bool, total_frames: int = 0) -> torch.Tensor:
@@ -236,7 +249,10 @@ class Streamer:
         frames = self._buf[:, :span].unfold(1, N_FFT, HOP)  # (B, count, 512)
         spec = torch.fft.rfft(frames * self._win, dim=-1)  # (B, count, 257) complex
         spec = torch.view_as_real(spec).permute(0, 2, 1, 3)  # (B, 257, count, 2)
-        out, self._state = self.model.forward_stateful(spec.contiguous(), self._state)  # (B, 257, count, 2)
+        spec = spec.contiguous()
+        out, self._state = self.model.forward_stateful(spec, self._state)  # (B, 257, count, 2)
+        if self.on_spectra is not None:
+            self.on_spectra(spec, out)
         out_c = torch.view_as_complex(out.permute(0, 2, 1, 3).contiguous())  # (B, count, 257)
         wav = torch.fft.irfft(out_c, n=N_FFT, dim=-1) * self._win  # (B, count, 512)
         halves = wav.reshape(wav.shape[0], count, 2, HOP)  # (B, count, 2, 256)

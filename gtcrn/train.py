@@ -55,8 +55,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import _unwrap, read_checkpoint, save_checkpoint
-from .config import ConfigError, LossConfig, ModelConfig, RunConfig, TrainConfig
+from .checkpoint import _unwrap, pretrained_path, read_checkpoint, save_checkpoint
+from .config import PRESETS, ConfigError, LossConfig, ModelConfig, RunConfig, TrainConfig
 from .model import GTCRN
 from .stft import SAMPLE_RATE, istft, stft
 
@@ -96,6 +96,7 @@ class TrainResult:
     best: dict[str, Any] = field(default_factory=dict)
     last_checkpoint: Path | None = None
     best_checkpoint: Path | None = None
+    stop_signal: str | None = None  # "SIGINT" / "SIGTERM" when a signal stopped the run
 
 
 # ---- processes and devices ------------------------------------------------------------------
@@ -413,6 +414,30 @@ def _config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
 
 
+def _init_weights(model: nn.Module, source: str) -> dict[str, Any]:
+    """Load ``source`` (checkpoint path or preset with shipped weights) into ``model``; returns
+    what the run's record keeps about it: the source and its own steps and hours (cumulative
+    over its own ``init`` chain)."""
+    path = Path(source)
+    if source in PRESETS and not path.exists():
+        path = pretrained_path(source)
+    ckpt = read_checkpoint(path)
+    theirs = ModelConfig.from_dict(ckpt["config"])
+    ours = _unwrap(model).config
+    if theirs != ours:
+        diff = sorted(k for k, v in theirs.to_dict().items() if ours.to_dict().get(k) != v)
+        raise TrainError(f"{path}: train.init_from has a different model config ({', '.join(diff)})")
+    _unwrap(model).load_state_dict(ckpt["state_dict"])
+    meta = ckpt.get("meta", {})
+    parent = meta.get("init") or {"steps": 0, "hours_seen": 0.0}
+    steps = int(meta.get("steps_total", meta.get("step", 0)))  # shipped records keep totals
+    hours = float(meta.get("hours_of_audio_seen", meta.get("hours_seen", 0.0)))
+    if "steps_total" not in meta:
+        steps += int(parent["steps"])
+        hours += float(parent["hours_seen"])
+    return {"source": str(source), "steps": steps, "hours_seen": round(hours, 4)}
+
+
 def _is_better(value: float | None, best: float | None, metric: str) -> bool:
     if value is None or not math.isfinite(value):
         return False
@@ -505,7 +530,11 @@ def _run(run_config: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None, dist
     epoch, step, start_batch = 0, 0, 0
     best: dict[str, Any] = {"metric": cfg.best_metric, "value": None, "epoch": None}
     loss_sum, loss_count = 0.0, 0
+    init = _init_weights(model, cfg.init_from) if cfg.init_from and ckpt is None else None
+    if init is not None:
+        log.info(f"initialised from {init['source']} ({init['steps']} steps, {init['hours_seen']:.3f} h seen)")
     if ckpt is not None:
+        init = ckpt["meta"].get("init")
         _unwrap(model).load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -530,6 +559,7 @@ def _run(run_config: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None, dist
         rng = dist.gather_objects(rng_state())
         meta = {"run_config": run_config.to_dict(), "kind": kind, "epoch": done_epochs, "step": step,
                 "hours_seen": step * audio_per_step / 3600.0, "dev": dev or {}, "interrupted": interrupted,
+                "init": init,
                 "world_size": dist.world, "torch": str(torch.__version__),
                 "saved": time.strftime("%Y-%m-%d %H:%M:%S")}
         if dist.world > 1:
@@ -650,7 +680,8 @@ def _run(run_config: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None, dist
     best_path = run_dir / "best.pt"
     return TrainResult(run_dir=run_dir, epoch=epoch, step=step, interrupted=interrupted, hours_seen=hours,
                        audio_per_second=rate, best=best, last_checkpoint=run_dir / "last.pt",
-                       best_checkpoint=best_path if best_path.is_file() else None)
+                       best_checkpoint=best_path if best_path.is_file() else None,
+                       stop_signal=stop.signal if interrupted else None)
 
 
 def _default_loss(config: LossConfig) -> nn.Module:

@@ -63,13 +63,16 @@ def main() -> None:
                   for row in csv.DictReader(fh)]
     best_epoch = ckpt["meta"].get("epoch")
     last = epochs[-1]
+    # A run started from other weights (train.init_from) adds its source's steps and hours.
+    init = ckpt["meta"].get("init") or {"steps": 0, "hours_seen": 0.0}
     record = {
         "name": args.name,
         "run_config": ckpt["meta"].get("run_config"),
         "best_epoch": best_epoch,
         "best_step": ckpt["meta"].get("step"),
-        "steps_total": last["step"],
-        "hours_of_audio_seen": round(last["hours_seen"], 3),
+        "steps_total": last["step"] + int(init["steps"]),
+        "hours_of_audio_seen": round(last["hours_seen"] + float(init["hours_seen"]), 3),
+        "init_from": ckpt["meta"].get("init"),
         "training_wall_hours": round(sum(e.get("epoch_seconds", 0.0) for e in epochs) / 3600, 3),
         "hardware": f"{platform.machine()} CPU, 1 thread per run (2-core machine)",
         "torch": str(torch.__version__),

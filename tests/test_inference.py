@@ -1,4 +1,4 @@
-"""gtcrn.inference: the array API, chunked == whole-signal enhancement, file enhancement, memory."""
+"""gtcrn.inference: the array API (over gtcrn.stream.Streamer), file enhancement, memory."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from torch import nn
 import gtcrn
 from gtcrn import checkpoint, inference
 from gtcrn.audio import AudioError, resample
-from gtcrn.inference import ChunkedEnhancer, NoPretrainedModelError, enhance, enhance_file
+from gtcrn.inference import NoPretrainedModelError, enhance, enhance_file
+from gtcrn.stream import Streamer
 from tests.helpers import make_model
 
 
@@ -62,9 +63,10 @@ def read(path: Path) -> tuple[np.ndarray, int, sf._SoundFileInfo]:
 
 @pytest.mark.parametrize("n", [257, 511, 512, 513, 3000])
 @pytest.mark.parametrize("chunk_frames", [1, 3])
-def test_chunked_enhancer_equals_whole_signal(model, n, chunk_frames):
+def test_small_blocks_of_frames_equal_whole_signal(model, n, chunk_frames):
+    """The pipeline's configuration of the Streamer (at most ``chunk_frames`` per model call)."""
     x = noise((2, n), seed=n)
-    enh = ChunkedEnhancer(model, 2, chunk_frames=chunk_frames)
+    enh = Streamer(model, max_frames=chunk_frames)
     rng = np.random.default_rng(1)
     outs, pos = [], 0
     with torch.inference_mode():
@@ -100,7 +102,7 @@ def reflect_reference(model: nn.Module, x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("n", [1, 2, 100, 256])
 def test_shorter_than_the_stft_padding_is_reflect_padded(model, n):
     x = noise((2, n), seed=n)
-    enh = ChunkedEnhancer(model, 2, chunk_frames=2)
+    enh = Streamer(model, max_frames=2)
     with torch.inference_mode():
         y = np.concatenate([enh.feed(x), enh.flush()], axis=1)
     assert y.shape == (2, n) and np.isfinite(y).all()
@@ -114,31 +116,11 @@ def test_reflect_reference_agrees_with_enhance_waveform(model):
     np.testing.assert_allclose(reflect_reference(model, x), whole(model, x), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("n", [100, 257, 3000])
-def test_agrees_with_the_streaming_module(model, n):
-    stream = pytest.importorskip("gtcrn.stream")
-    x = noise((2, n), seed=n)
-    streamer = stream.Streamer(model)
-    with torch.inference_mode():
-        ref = np.concatenate([streamer.feed(x[:, :n // 3]), streamer.feed(x[:, n // 3:]), streamer.flush()],
-                             axis=1)
-    np.testing.assert_allclose(enhance(x, 16000, model, chunk_frames=4), ref, atol=1e-5, rtol=0)
-
-
 def test_double_precision_model(model):
     x = noise(3000, seed=4)
     double = make_model("gtcrn-g32").double()
     double.load_state_dict(model.state_dict())
     np.testing.assert_allclose(enhance(x, 16000, double), enhance(x, 16000, model), atol=1e-5)
-
-
-def test_enhancer_resets_after_flush(model):
-    x = noise((1, 2000))
-    enh = ChunkedEnhancer(model, 1, chunk_frames=4)
-    with torch.inference_mode():
-        first = np.concatenate([enh.feed(x), enh.flush()], axis=1)
-        second = np.concatenate([enh.feed(x), enh.flush()], axis=1)
-    np.testing.assert_array_equal(first, second)
 
 
 # ---- array API ------------------------------------------------------------------------------------

@@ -179,6 +179,23 @@ def test_multichannel_torch_and_reuse(model: gtcrn.GTCRN) -> None:
         s.feed(x[:, :10])
 
 
+def test_spectra_hook_sees_every_frame_once(model: gtcrn.GTCRN) -> None:
+    """on_spectra (used by `gtcrn enhance --plot`) gets the whole STFT and the model output, in order."""
+    x = torch.randn(2, 5000) * 0.1
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    streamer = Streamer(model, max_frames=7, on_spectra=lambda a, b: seen.append((a.clone(), b.clone())))
+    with torch.inference_mode():
+        for chunk in torch.split(x, 900, dim=1):
+            streamer.feed(chunk)
+        streamer.flush()
+        noisy = torch.cat([a for a, _ in seen], dim=2)  # (2, 257, T, 2)
+        enhanced = torch.cat([b for _, b in seen], dim=2)
+        spec = stft(x)  # (2, 257, T, 2)
+        assert noisy.shape == spec.shape and max(a.shape[2] for a, _ in seen) <= 7
+        torch.testing.assert_close(noisy, spec, atol=1e-5, rtol=0)
+        torch.testing.assert_close(enhanced, model(spec), atol=1e-5, rtol=0)
+
+
 def test_step_equals_forward(model: gtcrn.GTCRN) -> None:
     spec = stft(torch.from_numpy(speech_like(8000, seed=12))[None])  # (1, 257, T, 2)
     with torch.inference_mode():

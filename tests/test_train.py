@@ -161,7 +161,10 @@ def test_stop_hook_and_resume_is_exact(tiny_config, reference_run, tmp_path: Pat
     assert [r["train_loss"] for r in _rows(tmp_path)] == [r["train_loss"] for r in _rows(ref_dir)]
 
 
-def test_sigint_mid_epoch_then_resume_from_cli(tiny_config, reference_run, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_mid_epoch_then_resume_from_cli(tiny_config, reference_run, tmp_path: Path, sig: int,
+                                               status: int) -> None:
+    """Ctrl-C and a job scheduler's SIGTERM both save a resumable checkpoint and exit."""
     _, cfg_path = tiny_config
     ref, ref_dir = reference_run
     run_dir = tmp_path / "run"
@@ -180,11 +183,12 @@ def test_sigint_mid_epoch_then_resume_from_cli(tiny_config, reference_run, tmp_p
     for line in proc.stdout:
         lines.append(line)
         if line.startswith("step 2 "):
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
             break
     out, _ = proc.communicate(timeout=120)
     lines.append(out)
-    assert proc.returncode == 130, "".join(lines)
+    assert proc.returncode == status, "".join(lines)
+    assert f"signal {signal.Signals(sig).name}" in "".join(lines)
     ckpt = torch.load(run_dir / "last.pt", weights_only=True)
     assert ckpt["meta"]["interrupted"] and 2 <= ckpt["step"] < ref.step
     # Resume through the same command line, in this process (saves a second interpreter start).
@@ -196,6 +200,34 @@ def test_sigint_mid_epoch_then_resume_from_cli(tiny_config, reference_run, tmp_p
     assert final["step"] == ref.step and not final["meta"]["interrupted"]
     a, b = _weights(ref_dir / "last.pt"), final["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_init_from_starts_from_weights_and_adds_up_totals(tiny_config, reference_run, tmp_path: Path
+                                                          ) -> None:
+    """train.init_from: a fresh run (optimizer, schedule, steps) from another run's weights."""
+    cfg, _ = tiny_config
+    ref, ref_dir = reference_run
+    warm = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=str(ref_dir / "last.pt"),
+                                                              epochs=1))
+    result = train(warm, tmp_path / "warm")
+    assert not result.interrupted and result.step == 4  # its own step count starts at 0
+    ckpt = torch.load(tmp_path / "warm" / "last.pt", weights_only=True)
+    init = ckpt["meta"]["init"]
+    assert init["steps"] == ref.step and init["hours_seen"] == pytest.approx(ref.hours_seen, abs=1e-4)
+    # The untrained baseline row of the warm run scores the source's weights, not a random init.
+    rows, ref_rows = _rows(tmp_path / "warm"), _rows(ref_dir)
+    assert float(rows[0]["dev_loss"]) == pytest.approx(float(ref_rows[-1]["dev_loss"]), rel=1e-5)
+    # A chain adds up: a run started from the warm run counts both sources.
+    chained = dataclasses.replace(warm, train=dataclasses.replace(
+        warm.train, init_from=str(tmp_path / "warm" / "last.pt"), max_steps=1))
+    train(chained, tmp_path / "chained")
+    meta = torch.load(tmp_path / "chained" / "last.pt", weights_only=True)["meta"]
+    assert meta["init"]["steps"] == ref.step + 4
+    # A source with another model config is refused, naming what differs.
+    other = dataclasses.replace(cfg, model={**cfg.model, "channels": 16},
+                                train=dataclasses.replace(cfg.train, init_from=str(ref_dir / "last.pt")))
+    with pytest.raises(TrainError, match="channels"):
+        train(other, tmp_path / "other")
 
 
 def test_two_process_ddp(tiny_config, tmp_path: Path) -> None:
