@@ -654,8 +654,9 @@ def _hkey(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha1()
+def file_digest(path: Path, algorithm: str = "sha1") -> str:
+    """Hex digest of a file's bytes, read in 1 MiB blocks (sha1 for dedup, sha256 for records)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
@@ -776,7 +777,7 @@ def _debian_source(name: str, cache_dir: Path, log: _Log) -> _Source:
         if exclude is not None and exclude.search(rel):
             src.skipped[rule.exclude_reason] += 1
             continue
-        digest = _file_digest(path)
+        digest = file_digest(path)
         if digest in seen:
             src.skipped["duplicate file"] += 1
             continue

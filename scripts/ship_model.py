@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import platform
 from collections import Counter
@@ -23,14 +22,25 @@ import torch
 
 from gtcrn.checkpoint import model_from_checkpoint, pretrained_path, read_checkpoint, save_checkpoint
 from gtcrn.complexity import complexity
+from gtcrn.prepare import file_digest
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def read_epochs(run_dir: Path) -> list[dict]:
+    """The rows of a run folder's metrics.csv, numbers parsed."""
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        return [{k: float(v) if k not in ("epoch", "step") else int(v) for k, v in row.items() if v != ""}
+                for row in csv.DictReader(fh)]
+
+
+def wall_hours(run_dir: Path) -> float:
+    """Training wall time of a run plus, through ``train.init_from``, of the runs it started from."""
+    hours = sum(e.get("epoch_seconds", 0.0) for e in read_epochs(run_dir)) / 3600
+    init = read_checkpoint(run_dir / "last.pt")["meta"].get("init")
+    source = Path(init["source"]) if init else None
+    parent = source.parent if source is not None else None
+    if parent is not None and (parent / "metrics.csv").is_file() and (parent / "last.pt").is_file():
+        hours += wall_hours(parent)
+    return hours
 
 
 def pool_summary(manifest: Path) -> dict:
@@ -41,7 +51,7 @@ def pool_summary(manifest: Path) -> dict:
         hours[(r["kind"], r["split"])] += r["duration"] / 3600
         licences.setdefault(r["source"], set()).add(r["licence"])
     return {
-        "manifest_sha256": sha256(manifest),
+        "manifest_sha256": file_digest(manifest, "sha256"),
         "files": len(rows),
         "hours": {f"{k}/{s}": round(h, 3) for (k, s), h in sorted(hours.items())},
         "sources": {src: sorted(lic) for src, lic in sorted(licences.items())},
@@ -58,9 +68,7 @@ def main() -> None:
 
     ckpt = read_checkpoint(args.run_dir / "best.pt")
     model = model_from_checkpoint(ckpt, str(args.run_dir / "best.pt"))
-    with open(args.run_dir / "metrics.csv", newline="") as fh:
-        epochs = [{k: float(v) if k not in ("epoch", "step") else int(v) for k, v in row.items() if v != ""}
-                  for row in csv.DictReader(fh)]
+    epochs = read_epochs(args.run_dir)
     best_epoch = ckpt["meta"].get("epoch")
     last = epochs[-1]
     # A run started from other weights (train.init_from) adds its source's steps and hours.
@@ -73,7 +81,7 @@ def main() -> None:
         "steps_total": last["step"] + int(init["steps"]),
         "hours_of_audio_seen": round(last["hours_seen"] + float(init["hours_seen"]), 3),
         "init_from": ckpt["meta"].get("init"),
-        "training_wall_hours": round(sum(e.get("epoch_seconds", 0.0) for e in epochs) / 3600, 3),
+        "training_wall_hours": round(wall_hours(args.run_dir), 3),
         "hardware": f"{platform.machine()} CPU, 1 thread per run (2-core machine)",
         "torch": str(torch.__version__),
         "dev_metrics_per_epoch": epochs,

@@ -230,6 +230,18 @@ def test_init_from_starts_from_weights_and_adds_up_totals(tiny_config, reference
         train(other, tmp_path / "other")
 
 
+def test_init_from_the_shipped_model_by_name() -> None:
+    """Fine-tuning the shipped model on one's own data: ``train: {init_from: gtcrn-g32}``."""
+    from gtcrn.checkpoint import pretrained_path, read_checkpoint
+    from gtcrn.train import _init_weights
+
+    model = gtcrn.GTCRN(gtcrn.ModelConfig.preset("gtcrn-g32"))
+    info = _init_weights(model, "gtcrn-g32")
+    shipped = read_checkpoint(pretrained_path("gtcrn-g32"))
+    assert info["steps"] == shipped["meta"]["steps_total"]
+    assert all(torch.equal(v, shipped["state_dict"][k]) for k, v in model.state_dict().items())
+
+
 def test_two_process_ddp(tiny_config, tmp_path: Path) -> None:
     _, cfg_path = tiny_config
     run_dir = tmp_path / "ddp"
