@@ -18,16 +18,24 @@ Two graph builders:
 * ``optimize=True`` (default) builds a streaming-specialised graph directly from the
   model's weights (the torch model stays the single source; nothing is trained or
   converted persistently): BatchNorm folded into the (transposed) convolutions; the
-  fixed ERB analysis matrix, its identity bins and the front SFE merged into one Gemm;
+  fixed ERB analysis matrix, its identity bins and the front SFE merged into one Gemm
+  (official flavour); for the band stem (g32) one Gemm gives the ERB features, a zero,
+  a one and SkipFusion's band-pooled SFE features, one Gather cuts each band's window
+  (with the SFE neighbours) and one batched MatMul applies SFE + band conv + BN + bias;
   each GTConvBlock's SFE folded into its first 1x1 conv; the stride-1 transposed convs
-  of the decoder rewritten as convolutions; the dilated causal conv reading only its
-  taps; each grouped GRU pair (GRNN) merged into one GRU with block-diagonal weights,
-  the bidirectional intra-frame GRNN into ONE forward GRU (the backward half reads the
+  of the decoder rewritten as convolutions; the dilated causal conv as one depthwise
+  conv dilated in time over [cache, frame] (feature maps are (1, C, 1, W), so the cache
+  joins them without a reshape); the decoder's last strided transposed conv as its
+  polyphase Conv (the head's Gather or the ERB synthesis matrix re-orders its bins);
+  each grouped GRU pair (GRNN) merged into one GRU with block-diagonal weights, the
+  bidirectional intra-frame GRNN into ONE forward GRU (the backward half reads the
   bins reversed); PReLU with one slope as LeakyRelu (fused into the Conv by
-  onnxruntime); the band stem/head as one batched MatMul; band re-layouts as a single
-  Gather; no shape arithmetic at run time. About 170 nodes after onnxruntime's own
-  optimisations, against about 375 for the generic export and 434 for the official
-  streaming model; 2-3x faster per frame than the latter (``gtcrn benchmark``).
+  onnxruntime); the band head as one batched MatMul; band re-layouts as a single
+  Gather; the complex mask as [fr, fi, -fi, fr] * [mr, mr, mi, mi] summed in pairs
+  (no broadcasting Mul); no shape arithmetic at run time. About 165-180 nodes after
+  onnxruntime's own optimisations (including its NCHWc re-layouts), against about 375
+  for the generic export and 434 for the official streaming model; about 2.5-3.5x
+  faster per frame than the latter (``gtcrn benchmark``).
 * ``optimize=False`` traces ``model.step`` with ``torch.onnx.export`` (any architecture).
 
 The optimised graph supports the GTCRN family as built by :class:`gtcrn.GTCRN` (both
@@ -257,8 +265,9 @@ def _block_diag_gru(grus: list[nn.GRU], direction: int) -> tuple[np.ndarray, np.
 class _Builder:
     """Builds the single-frame streaming graph of a GTCRN model from its modules' weights.
 
-    Feature maps are kept as (1, C, W) (frequency-only convolutions as 1-D Conv), the
-    dual-path RNNs work on (W, C); only the dilated time convolutions see (1, C, T, W).
+    Feature maps are kept as (1, C, 1, W) (frequency-only convolutions as (1, k) Conv, so
+    that the conv cache joins them without a reshape), the dual-path RNNs work on (W, C);
+    the band stem/head on the band-major (bands, 1, C w).
     """
 
     def __init__(self, model: nn.Module, opset: int) -> None:
@@ -272,21 +281,22 @@ class _Builder:
     # -- blocks ----------------------------------------------------------------------------------
 
     def conv1d(self, x: str, conv: nn.Module, bn: nn.Module | None) -> str:
-        """A (1, k) Conv2d (any stride) or ConvTranspose2d, BN folded, on (1, C, W)."""
+        """A (1, k) Conv2d (any stride) or ConvTranspose2d, BN folded, on (1, C, 1, W)."""
         g = self.g
         if conv.kernel_size[0] != 1 or conv.stride[0] != 1 or conv.padding[0] != 0:
             raise _Unsupported("conv with a time extent")
-        w = _np(conv.weight)[:, :, 0, :]  # (out, in/g, k) or (in, out/g, k) if transposed
+        w = _np(conv.weight)  # (out, in/g, 1, k) or (in, out/g, 1, k) if transposed
         b = _np(conv.bias) if conv.bias is not None else np.zeros(conv.out_channels)
-        attrs = dict(kernel_shape=[conv.kernel_size[1]], strides=[conv.stride[1]],
-                     pads=[conv.padding[1]] * 2, dilations=[conv.dilation[1]], group=conv.groups)
+        attrs = dict(kernel_shape=[1, conv.kernel_size[1]], strides=[1, conv.stride[1]],
+                     pads=[0, conv.padding[1], 0, conv.padding[1]], dilations=[1, conv.dilation[1]],
+                     group=conv.groups)
         if isinstance(conv, nn.ConvTranspose2d):
             scale, shift = _bn_scale_shift(bn) if bn is not None else (np.ones_like(b), np.zeros_like(b))
             cin, cout_g = w.shape[:2]
             out_idx = (np.arange(cin) // (cin // conv.groups))[:, None] * cout_g + np.arange(cout_g)[None]
-            w = w * scale[out_idx][:, :, None]  # (in, out/groups, k)
+            w = w * scale[out_idx][:, :, None, None]  # (in, out/groups, 1, k)
             return g.op("ConvTranspose", [x, g.const(w, "w"), g.const(b * scale + shift, "b")],
-                        output_padding=[conv.output_padding[1]], **attrs)
+                        output_padding=[0, conv.output_padding[1]], **attrs)
         if not isinstance(conv, nn.Conv2d):
             raise _Unsupported(type(conv).__name__)
         if bn is not None:
@@ -297,26 +307,63 @@ class _Builder:
         """ConvBlock: (transposed) conv + folded BN + activation."""
         return self.g.act(self.conv1d(x, block.conv, block.bn), block.act)
 
+    def poly_conv_block(self, block: ConvBlock, x: str, w_in: int) -> tuple[str, int, int]:
+        """ConvBlock with a strided (1, K) ConvTranspose2d as its polyphase components: one Conv on
+        the input (no zero stuffing) with output channel ``c * s + p`` holding output bin
+        ``m * s + p``; returns (y (1, C_out * s, 1, M), s, M) (bins from ``L_out`` on are spare).
+
+        Output o = i s - P + k of the transposed conv, o = m s + p, reads input i = m + d with
+        k = p + P - s d, a conv tap at offset d."""
+        conv = block.conv
+        if not isinstance(conv, nn.ConvTranspose2d) or conv.kernel_size[0] != 1 or conv.stride[0] != 1 \
+                or conv.padding[0] != 0 or conv.dilation[1] != 1 or conv.stride[1] < 2:
+            raise _Unsupported("polyphase transposed conv")
+        st, kk, pp = conv.stride[1], conv.kernel_size[1], conv.padding[1]
+        l_out = (w_in - 1) * st - 2 * pp + kk + conv.output_padding[1]
+        m_out = -(-l_out // st)
+        w = _np(conv.weight)[:, :, 0, :]  # (in, out/groups, K)
+        b = _np(conv.bias) if conv.bias is not None else np.zeros(conv.out_channels)
+        scale, shift = _bn_scale_shift(block.bn)
+        grp = conv.groups
+        cin_g, cout_g = w.shape[0] // grp, w.shape[1]
+        offsets = [(p + pp - k) // st for p in range(st) for k in range(kk) if (p + pp - k) % st == 0]
+        d_min, d_max = min(offsets), max(offsets)
+        kc = d_max - d_min + 1
+        extra = max(0, m_out - w_in)
+        wc = np.zeros((conv.out_channels * st, cin_g, kc))  # (C_out s, C_in / groups, kc)
+        for gi in range(grp):
+            for co_l in range(cout_g):
+                co = gi * cout_g + co_l
+                for p in range(st):
+                    for t in range(kc):
+                        k = p + pp - st * (t + d_min)
+                        if 0 <= k < kk:
+                            wc[co * st + p, :, t] = w[gi * cin_g:(gi + 1) * cin_g, co_l, k] * scale[co]
+        bc = np.repeat(b * scale + shift, st)
+        y = self.g.op("Conv", [x, self.g.const(wc[:, :, None, :]), self.g.const(bc)], kernel_shape=[1, kc],
+                      pads=[0, -d_min, 0, d_max + extra], group=grp)  # (1, C_out s, 1, M)
+        return self.g.act(y, block.act), st, w_in + extra
+
     def tra(self, tra: TRA, x: str, h_in: str, width: int) -> tuple[str, str]:
-        """Temporal recurrent attention on x (1, C, W); the 1/W of the mean goes into the GRU."""
+        """Temporal recurrent attention on x (1, C, 1, W); the 1/W of the mean goes into the GRU."""
         g = self.g
         c = tra.att_fc.out_features
-        energy = g.reshape(g.reduce_sum_square(x, 2), [1, 1, c])  # (seq 1, batch 1, C)
+        energy = g.reshape(g.reduce_sum_square(x, 3), [1, 1, c])  # (seq 1, batch 1, C)
         w, r, b = _gru_onnx(tra.att_gru)
         hidden = tra.att_gru.hidden_size
-        _, h_out = g.op("GRU", [energy, g.const(w[None] / width, "W"), g.const(r[None], "R"),
+        y, h_out = g.op("GRU", [energy, g.const(w[None] / width, "W"), g.const(r[None], "R"),
                                 g.const(b[None], "B"), "", h_in],
                         outputs=[g._name("tra_y"), g._name("tra_h")], hidden_size=hidden,
-                        linear_before_reset=1)
-        # att_fc as a Conv whose kernel spans the hidden state (1, 1, 2C) -> (1, C, 1): no reshape.
+                        linear_before_reset=1)  # y (1, 1, 1, hidden): the new state as 4-D
+        # att_fc as a Conv whose kernel spans the hidden state (1, 1, 1, 2C) -> (1, C, 1, 1): no reshape.
         fc = tra.att_fc
-        att = g.op("Conv", [h_out, g.const(_np(fc.weight)[:, None, :]), g.const(_np(fc.bias))],
-                   kernel_shape=[hidden])  # (1, C, 1)
+        att = g.op("Conv", [y, g.const(_np(fc.weight)[:, None, None, :]), g.const(_np(fc.bias))],
+                   kernel_shape=[1, hidden])  # (1, C, 1, 1)
         return g.op("Mul", [x, g.op("Sigmoid", [att])]), h_out
 
     def gtconv(self, block: GTConvBlock, x: str, channels: int, width: int, cache_in: str, h_in: str
                ) -> tuple[str, str, str]:
-        """GTConvBlock on x (1, C, W) with its conv cache (1, H, pad, W) and TRA state."""
+        """GTConvBlock on x (1, C, 1, W) with its conv cache (1, H, pad, W) and TRA state."""
         g = self.g
         half = channels // 2
         if not isinstance(block.sfe, SFE) or block.sfe.kernel_size != 3:
@@ -325,12 +372,12 @@ class _Builder:
         w1, b1 = _conv_as_conv_weight(block.point_conv1)  # (H, 3 * half, 1, 1)
         w1, b1 = _fold_bn(w1[:, :, 0, 0], b1, block.point_bn1)  # (H, 3 * half)
         hidden = w1.shape[0]
-        wf = np.zeros((hidden, channels, 3))
-        wf[:, :half, :] = w1.reshape(hidden, half, 3)
-        h = g.op("Conv", [x, g.const(wf, "w"), g.const(b1, "b")], kernel_shape=[3], pads=[1, 1])
-        h = g.act(h, block.point_act)  # (1, H, W)
+        wf = np.zeros((hidden, channels, 1, 3))
+        wf[:, :half, 0, :] = w1.reshape(hidden, half, 3)
+        h = g.op("Conv", [x, g.const(wf, "w"), g.const(b1, "b")], kernel_shape=[1, 3], pads=[0, 1, 0, 1])
+        h = g.act(h, block.point_act)  # (1, H, 1, W)
         # Causal dilated depthwise conv over [cache, current frame].
-        full = g.op("Concat", [cache_in, g.reshape(h, [1, hidden, 1, width])], axis=2)  # (1, H, pad + 1, W)
+        full = g.op("Concat", [cache_in, h], axis=2)  # (1, H, pad + 1, W)
         pad = block.pad_size
         cache_out = g.op("Slice", [full, g.ints([1]), g.ints([pad + 1]), g.ints([2])])  # (1, H, pad, W)
         dconv = block.depth_conv
@@ -341,23 +388,24 @@ class _Builder:
         kt, kf = wd.shape[2:]
         if pad_conv[0] != 0 or dconv.groups != hidden or (kt - 1) * dil != pad or dconv.dilation[1] != 1:
             raise _Unsupported("depthwise conv layout")
-        # Only frames 0, d, .., (kt - 1) d of the window are used: gather them into channels
-        # (h * kt + tap) and run a grouped 1-D conv over frequency.
-        taps = g.op("Gather", [full, g.ints(np.arange(kt) * dil)], axis=2)  # (1, H, kt, W)
-        h = g.op("Conv", [g.reshape(taps, [1, hidden * kt, width]), g.const(wd.reshape(hidden, kt, kf)),
-                          g.const(bd)], kernel_shape=[kf], pads=[pad_conv[1]] * 2, group=hidden)
-        h = g.act(h, block.depth_act)  # (1, H, W)
+        # The window holds exactly (kt - 1) d + 1 frames: a depthwise 2-D conv dilated in time with
+        # no time padding reads frames 0, d, .., (kt - 1) d and yields the current frame only.
+        h = g.op("Conv", [full, g.const(wd), g.const(bd)], kernel_shape=[kt, kf], dilations=[dil, 1],
+                 pads=[0, pad_conv[1], 0, pad_conv[1]], group=hidden)  # (1, H, 1, W)
+        h = g.act(h, block.depth_act)  # (1, H, 1, W)
         w2, b2 = _conv_as_conv_weight(block.point_conv2)  # (half, H, 1, 1)
-        w2, b2 = _fold_bn(w2[:, :, 0, :], b2, block.point_bn2)
-        h = g.op("Conv", [h, g.const(w2), g.const(b2)], kernel_shape=[1])  # (1, half, W)
+        w2, b2 = _fold_bn(w2, b2, block.point_bn2)
+        h = g.op("Conv", [h, g.const(w2), g.const(b2)], kernel_shape=[1, 1])  # (1, half, 1, W)
         h, h_out = self.tra(block.tra, h, h_in, width)
         # Channel shuffle: out[2i] = h[i], out[2i + 1] = x[half + i].
-        both = g.op("Concat", [h, x], axis=1)  # (1, half + C, W)
+        both = g.op("Concat", [h, x], axis=1)  # (1, half + C, 1, W)
         order = np.stack([np.arange(half), 2 * half + np.arange(half)], axis=1).reshape(-1)
         return g.op("Gather", [both, g.ints(order)], axis=1), cache_out, h_out
 
-    def dpgrnn(self, block: DPGRNN, x2: str, x3: str | None, width: int, h_in: str) -> tuple[str, str]:
-        """DPGRNN on x2 (W, C) (``x3``: the same as (W, 1, C) if at hand); returns (W, C), state."""
+    def dpgrnn(self, block: DPGRNN, xr: str, x3: str | None, width: int, h_in: str) -> tuple[str, str]:
+        """DPGRNN on xr (1, W, C) (``x3``: the same as (W, 1, C) if at hand); returns (1, W, C), state.
+
+        (1, W, C) is the inter-frame GRU's (seq 1, batch W, C) input; (W, C) results broadcast to it."""
         g = self.g
         c = block.channels
         intra, inter = block.intra_rnn, block.inter_rnn
@@ -370,7 +418,7 @@ class _Builder:
         w, r, b = _block_diag([fw, bw])  # hidden [fwd (group 1, 2), bwd (group 1, 2)]
         hid = w.shape[0] // 3
         rev = g.ints(np.arange(width)[::-1].copy())
-        x3 = x3 if x3 is not None else g.reshape(x2, [width, 1, c])
+        x3 = x3 if x3 is not None else g.reshape(xr, [width, 1, c])  # (W, 1, C)
         both = g.op("Concat", [x3, g.op("Gather", [x3, rev], axis=0)], axis=2)  # (W, 1, 2C)
         y, _ = g.op("GRU", [both, g.const(w[None], "W"), g.const(r[None], "R"), g.const(b[None], "B")],
                     outputs=2, hidden_size=hid, linear_before_reset=1)  # (W, 1, 1, hid)
@@ -387,67 +435,146 @@ class _Builder:
                 dst = offset + d * 2 * h_g + grp * h_g
                 wfc[dst:dst + h_g] = wfc_t[src:src + h_g]
         y = g.op("Gemm", [y, g.const(wfc), g.const(_np(block.intra_fc.bias))])  # (W, C)
-        x2 = g.op("Add", [x2, self.layer_norm(block.intra_ln, y)])  # (W, C)
+        xr = g.op("Add", [xr, self.layer_norm(block.intra_ln, y)])  # (1, W, C)
         # Inter-frame: causal grouped GRU across time (batch = W bins, one step), block-diagonal.
         grus = [inter.rnn1, inter.rnn2]
         w, r, b = _block_diag_gru(grus, 0)
         hid = sum(gr.hidden_size for gr in grus)
-        _, h_out = g.op("GRU", [g.reshape(x2, [1, width, c]), g.const(w[None], "W"), g.const(r[None], "R"),
+        _, h_out = g.op("GRU", [xr, g.const(w[None], "W"), g.const(r[None], "R"),
                                 g.const(b[None], "B"), "", h_in],
                         outputs=[g._name("inter_y"), g._name("inter_h")], hidden_size=hid,
                         linear_before_reset=1)
         y = g.op("Gemm", [g.reshape(h_out, [width, hid]), g.const(_np(block.inter_fc.weight).T),
                           g.const(_np(block.inter_fc.bias))])  # (W, C)
-        return g.op("Add", [x2, self.layer_norm(block.inter_ln, y)]), h_out
+        return g.op("Add", [xr, self.layer_norm(block.inter_ln, y)]), h_out  # (1, W, C)
 
     def layer_norm(self, ln: nn.LayerNorm, x: str) -> str:
         return self.g.op("LayerNormalization", [x, self.g.const(_np(ln.weight)), self.g.const(_np(ln.bias))],
                          axis=0, epsilon=float(ln.eps))
 
-    def band_conv(self, xb: str, stem: BandStem, width: int) -> str:
-        """BandStem's conv + BN + activation on the band-major layout (1, bands * C_in, w).
+    @staticmethod
+    def band_matrix(stem: BandStem, width: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """BandStem's conv + BN as one matrix per band: (bands, C_in w, C_out w) and bias
+        (bands, 1, C_out w), rows ``c_in * w + j``, columns ``c_out * w + j`` (w = width / bands).
 
-        With one band per group this is, per band, a (C_in w) x (C_out w) matrix: one
-        batched MatMul over the bands (cheaper than a 32-group Conv in onnxruntime).
+        With one band per group the (1, 3) conv inside a band (zero padded at its edges) is a
+        banded map of the band's C_in x w values. None for other layouts.
         """
-        g, conv = self.g, stem.conv
-        n = stem.bands
+        conv, n = stem.conv, stem.bands
         if conv.groups != n or tuple(conv.kernel_size) != (1, 3) or tuple(conv.padding) != (0, 1) \
-                or tuple(conv.stride) != (1, 1) or tuple(conv.dilation) != (1, 1):
-            return g.act(self.conv1d(xb, conv, stem.bn), stem.act)
+                or tuple(conv.stride) != (1, 1) or tuple(conv.dilation) != (1, 1) or width % n:
+            return None
         w, b = _fold_bn(_np(conv.weight)[:, :, 0, :], _np(conv.bias), stem.bn)  # (n C_out, C_in, 3)
         cout, cin, wb = conv.out_channels // n, conv.in_channels // n, width // n
         mat = np.zeros((n, cin, wb, cout, wb))
-        w = w.reshape(n, cout, cin, 3)
+        w = w.reshape(n, cout, cin, 3)  # (n, C_out, C_in, 3)
         for k in range(3):
             for j in range(wb):
                 jj = j + k - 1
                 if 0 <= jj < wb:
                     mat[:, :, jj, :, j] += w[:, :, :, k].transpose(0, 2, 1)  # (n, C_in, C_out)
-        bias = np.repeat(b.reshape(n, cout, 1), wb, axis=2).reshape(n, 1, cout * wb)
-        y = g.op("MatMul", [g.reshape(xb, [n, 1, cin * wb]), g.const(mat.reshape(n, cin * wb, cout * wb))])
-        y = g.act(g.op("Add", [y, g.const(bias)]), stem.act)  # (n, 1, C_out w)
-        return g.reshape(y, [1, n * cout, wb])
+        bias = np.repeat(b.reshape(n, cout, 1), wb, axis=2).reshape(n, 1, cout * wb)  # (n, 1, C_out w)
+        return mat.reshape(n, cin * wb, cout * wb), bias  # (n, C_in w, C_out w)
+
+    def band_conv(self, xb: str, stem: BandStem, width: int, mat: np.ndarray | None = None) -> str:
+        """BandStem's conv + BN + activation on the band-major layout (bands, 1, C_in w) -> (bands, 1,
+        C_out w): one batched MatMul over the bands (cheaper than a 32-group Conv in onnxruntime).
+
+        ``mat``: a replacement for the band matrix (a linear map folded in front of it) whose
+        last row is the bias (xb's last entry is then 1 in every band)."""
+        g = self.g
+        folded = self.band_matrix(stem, width)
+        if folded is None:
+            raise _Unsupported("band stem layout")
+        if mat is not None:
+            return g.act(g.op("MatMul", [xb, g.const(mat)]), stem.act)  # (n, 1, C_out w)
+        y = g.op("MatMul", [xb, g.const(folded[0])])  # (n, 1, C_out w)
+        return g.act(g.op("Add", [y, g.const(folded[1])]), stem.act)  # (n, 1, C_out w)
+
+    def band_apply(self, xb: str, stem: BandStem, width: int) -> str:
+        """BandStem (conv + BN + act) on the band layout (bands, 1, C_in w) -> (bands, 1, C_out w),
+        as a batched MatMul when possible, else as its grouped conv."""
+        if self.band_matrix(stem, width) is not None:
+            return self.band_conv(xb, stem, width)
+        g, n = self.g, stem.bands
+        wb = width // n
+        cin, cout = stem.conv.in_channels // n, stem.conv.out_channels // n
+        y = self.conv1d(g.reshape(xb, [1, n * cin, 1, wb]), stem.conv, stem.bn)  # (1, n C_out, 1, w)
+        return g.reshape(g.act(y, stem.act), [n, 1, cout * wb])  # (n, 1, C_out w)
 
     def band_gather(self, x: str, channels: int, bands: int, width: int, to_bands: bool,
-                    bins_first: bool = False) -> str:
-        """Re-layout (1, C, F) <-> (1, bands * C, F / bands) (BandStem's band-major view).
-
-        ``bins_first`` (with ``to_bands=False``): produce (F, C) instead of (1, C, F).
+                    src: np.ndarray | None = None) -> str:
+        """Re-layout (1, C, 1, F) <-> band-major (bands, 1, C * F / bands) (BandStem's band view; the
+        flat data of (bands, 1, C w) equals that of (1, bands * C, w)). ``src`` (with ``to_bands``):
+        the flat position of x's (channel, bin) when x is not plainly (1, C, F).
         """
         g = self.g
         w = width // bands
-        flat = g.reshape(x, [-1])
-        if to_bands:  # out[n * C + c, j] = x[c, n * w + j]
+        flat = g.reshape(x, [-1])  # (C F,)
+        if to_bands:  # out[n, 0, c * w + j] = x[c, n * w + j]
             n, c, j = np.meshgrid(np.arange(bands), np.arange(channels), np.arange(w), indexing="ij")
-            idx = (c * width + n * w + j).reshape(1, bands * channels, w)
-        elif bins_first:  # out[n * w + j, c] = x[n * C + c, j]
-            n, j, c = np.meshgrid(np.arange(bands), np.arange(w), np.arange(channels), indexing="ij")
-            idx = ((n * channels + c) * w + j).reshape(width, channels)
-        else:  # out[c, n * w + j] = x[n * C + c, j]
+            pos = src if src is not None else np.arange(channels * width).reshape(channels, width)
+            idx = pos[c, n * w + j].reshape(bands, 1, channels * w)
+        else:  # out[0, c, 0, n * w + j] = x[n, 0, c * w + j]
             c, n, j = np.meshgrid(np.arange(channels), np.arange(bands), np.arange(w), indexing="ij")
-            idx = ((n * channels + c) * w + j).reshape(1, channels, width)
+            idx = ((n * channels + c) * w + j).reshape(1, channels, 1, width)
         return g.op("Gather", [flat, g.ints(idx)], axis=0)
+
+    def stem_front(self, feat: str, bm: np.ndarray, stem: BandStem, pool_width: int | None
+                   ) -> tuple[str, str | None]:
+        """ERB analysis + SFE(3) + BandStem from the per-bin features ``feat`` (257, 3) (columns
+        mag, real, imag): returns the stem output in band layout (bands, 1, C_s w) and, when
+        ``pool_width`` is given, SkipFusion's band-pooled SFE features (1, 9, 1, pool_width).
+
+        One Gemm gives E = ERB(features) (3, F) plus a zero column, a column of ones and the
+        pooled features; band n reads the window E[:, n w - 1 .. n w + w] (SFE's neighbours, zero
+        outside the spectrum) and a one (for the bias) through one Gather, and the SFE and the
+        bias are folded into the band matrices.
+        """
+        g = self.g
+        n_bins = bm.shape[1]
+        n, wb = stem.bands, n_bins // stem.bands
+        folded = self.band_matrix(stem, n_bins)
+        if folded is None or stem.conv.in_channels != 9 * n:
+            raise _Unsupported("band stem layout")
+        cols = [bm, np.zeros((N_FREQS, 2))]  # E (F), a zero column at F, ones (the Gemm bias) at F + 1
+        if pool_width is not None:  # pooled[3c + j, m] = mean_u E_c[m k + u + j - 1], k = F / N
+            k = n_bins // pool_width
+            pool = np.zeros((N_FREQS, 3, pool_width))
+            for j in range(3):
+                for m in range(pool_width):
+                    for u in range(k):
+                        f = m * k + u + j - 1
+                        if 0 <= f < n_bins:
+                            pool[:, j, m] += bm[:, f] / k
+            cols.append(pool.reshape(N_FREQS, 3 * pool_width))
+        wgemm = np.concatenate(cols, axis=1)  # (257, F + 2 [+ 3 N])
+        ncol = wgemm.shape[1]
+        ones = np.zeros(ncol)
+        ones[n_bins + 1] = 1.0
+        flat = g.reshape(g.op("Gemm", [feat, g.const(wgemm), g.const(ones)], transA=1), [-1])  # (3 ncol,)
+        # Window of band n: position p <-> ERB bin n w - 1 + p (zero column outside).
+        ww = wb + 2
+        nn_, c, pp = np.meshgrid(np.arange(n), np.arange(3), np.arange(ww), indexing="ij")
+        f = nn_ * wb - 1 + pp
+        f = np.where((f >= 0) & (f < n_bins), f, n_bins)
+        idx = np.concatenate([(c * ncol + f).reshape(n, 3 * ww), np.full((n, 1), n_bins + 1)], axis=1)
+        xw = g.op("Gather", [flat, g.ints(idx.reshape(n, 1, 3 * ww + 1))], axis=0)  # (n, 1, 3 ww + 1)
+        # SFE folded: front[3c + j, n w + jj] = window[c, jj + j] feeds mat row (3c + j) w + jj.
+        mat, bias = folded
+        cout_w = mat.shape[2]
+        mat = mat.reshape(n, 3, 3, wb, cout_w)  # (n, c, j, jj, C_out w)
+        mw = np.zeros((n, 3, ww, cout_w))
+        for j in range(3):
+            mw[:, :, j:j + wb, :] += mat[:, :, j]
+        mw = np.concatenate([mw.reshape(n, 3 * ww, cout_w), bias], axis=1)  # (n, 3 ww + 1, C_s w)
+        y = self.band_conv(xw, stem, n_bins, mw)  # (n, 1, C_s w)
+        pooled = None
+        if pool_width is not None:
+            cc, j, m = np.meshgrid(np.arange(3), np.arange(3), np.arange(pool_width), indexing="ij")
+            idx = cc * ncol + n_bins + 2 + j * pool_width + m
+            pooled = g.op("Gather", [flat, g.ints(idx.reshape(1, 9, 1, pool_width))], axis=0)  # (1, 9, 1, N)
+        return y, pooled
 
     # -- whole model -----------------------------------------------------------------------------
 
@@ -464,30 +591,38 @@ class _Builder:
         state_out: list[str] = []
         s = iter(state_in)
 
-        # Front end: (1, 257, 1, 2) -> [mag, real, imag] per bin (257, 3) -> ERB + SFE(3) in one
-        # matrix product: front[3c + j, f] = ERB(feature c)[f + j - 1] (zero outside), (1, 9, F).
+        # Front end: (1, 257, 1, 2) -> [mag, real, imag] per bin (257, 3) -> ERB + SFE(3).
         mag = g.op("Sqrt", [g.op("Add", [g.reduce_sum_square("frame", 3), g.const(np.float32(1e-12))])])
         feat = g.reshape(g.op("Concat", [mag, "frame"], axis=3), [N_FREQS, 3])  # (257, 3)
         low, n_bins = erb.low, erb.num_bins
         bm = np.zeros((N_FREQS, n_bins))
         bm[:low, :low] = np.eye(low)
         bm[low:, low:] = _np(erb.erb_fc.weight).T
-        bm_sfe = np.zeros((N_FREQS, 3, n_bins))  # (257, j, F)
-        for j in range(3):
-            lo, hi = max(0, 1 - j), min(n_bins, n_bins + 1 - j)  # f with 0 <= f + j - 1 < F
-            bm_sfe[:, j, lo:hi] = bm[:, lo + j - 1:hi + j - 1]
-        front = g.op("Gemm", [feat, g.const(bm_sfe.reshape(N_FREQS, 3 * n_bins))], transA=1)  # (3, 3F)
-        front = g.reshape(front, [1, 9, n_bins])  # (1, 9, F): channel 3c + j
 
         skips: list[str] = []
         width = n_bins
-        stem_bands: str | None = None
-        if enc.stem is not None:
-            stem: BandStem = enc.stem
-            xb = self.band_gather(front, 9, stem.bands, n_bins, to_bands=True)  # (1, 32 * 9, 4)
-            stem_bands = self.band_conv(xb, stem, n_bins)  # (1, 32 * C_s, 4)
+        stem_bands: str | None = None  # the stem's output in band layout (bands, 1, C_s w)
+        front: str | None = None  # (1, 9, 1, F)
+        pooled: str | None = None  # SkipFusion's pooled front features (1, 9, 1, N)
+        stem: BandStem | None = enc.stem
+        if stem is not None and self.band_matrix(stem, n_bins) is not None:
+            # ERB, SFE and the band stem from one Gemm + Gather + batched MatMul.
+            pool_width = enc.width if enc.fusion is not None else None
+            stem_bands, pooled = self.stem_front(feat, bm, stem, pool_width)
+        else:
+            # One matrix product: front[3c + j, f] = ERB(feature c)[f + j - 1] (zero outside).
+            bm_sfe = np.zeros((N_FREQS, 3, n_bins))  # (257, j, F)
+            for j in range(3):
+                lo, hi = max(0, 1 - j), min(n_bins, n_bins + 1 - j)  # f with 0 <= f + j - 1 < F
+                bm_sfe[:, j, lo:hi] = bm[:, lo + j - 1:hi + j - 1]
+            front = g.op("Gemm", [feat, g.const(bm_sfe.reshape(N_FREQS, 3 * n_bins))], transA=1)  # (3, 3F)
+            front = g.reshape(front, [1, 9, 1, n_bins])  # (1, 9, 1, F): channel 3c + j
+            if stem is not None:
+                xb = self.band_gather(front, 9, stem.bands, n_bins, to_bands=True)  # (32, 1, 9 w)
+                stem_bands = self.band_apply(xb, stem, n_bins)  # (32, 1, C_s w)
+        if stem is not None:
             x = self.band_gather(stem_bands, stem.out_channels, stem.bands, n_bins, to_bands=False)
-            skips.append(x)  # (1, C_s, F)
+            skips.append(x)  # (1, C_s, 1, F)
         else:
             x = front
         channels = cfg.channels
@@ -506,48 +641,77 @@ class _Builder:
             raise _Unsupported("encoder width")
         if enc.fusion is not None:
             fusion: SkipFusion = enc.fusion
-            pooled = g.op("AveragePool", [front], kernel_shape=[n_bins // width],
-                          strides=[n_bins // width])  # (1, 9, N)
-            both = g.op("Concat", [x, pooled], axis=1)  # (1, C + 9, N)
+            if pooled is None:
+                pooled = g.op("AveragePool", [front], kernel_shape=[1, n_bins // width],
+                              strides=[1, n_bins // width])  # (1, 9, 1, N)
+            both = g.op("Concat", [x, pooled], axis=1)  # (1, C + 9, 1, N)
             x = g.act(self.conv1d(both, fusion.conv, fusion.bn), fusion.act)
             skips[-1] = x
 
-        # Dual-path RNNs in the frequency-major (W, C) layout.
+        # Dual-path RNNs in the frequency-major layouts (W, 1, C) and (1, W, C).
+        x = g.reshape(x, [1, channels, width])  # (1, C, W)
         x3: str | None = g.op("Transpose", [x], perm=[2, 0, 1])  # (W, 1, C)
-        x2 = g.reshape(x3, [width, channels])  # (W, C)
+        xr = g.op("Transpose", [x], perm=[0, 2, 1])  # (1, W, C)
         for rnn in m.dpgrnn:
-            x2, h = self.dpgrnn(rnn, x2, x3, width, next(s))
+            xr, h = self.dpgrnn(rnn, xr, x3, width, next(s))
             x3 = None
             state_out.append(h)
-        x = g.op("Transpose", [x2], perm=[1, 0])  # (C, W); the next Add broadcasts it to (1, C, W)
+        x = g.reshape(g.op("Transpose", [xr], perm=[0, 2, 1]), [1, channels, 1, width])  # (1, C, 1, W)
 
-        # Decoder.
+        # Decoder; a last strided transposed conv runs polyphase (its consumer re-orders the bins).
+        phases: tuple[int, int] | None = None  # (s, M): x is (1, C s, 1, M), bin m s + p in channel c s + p
         for i, block in enumerate(dec.de_convs):
-            x = g.op("Add", [skips[-1 - i], x])  # (1, C, W)
+            x = g.op("Add", [skips[-1 - i], x])  # (1, C, 1, W)
             if isinstance(block, GTConvBlock):
                 x, cache, h = self.gtconv(block, x, channels, width, next(s), next(s))
                 state_out += [cache, h]
             elif isinstance(block, ConvBlock):
-                x = self.conv_block(block, x)
+                conv = block.conv
+                if i == len(dec.de_convs) - 1 and isinstance(conv, nn.ConvTranspose2d) and conv.stride[1] > 1:
+                    x, st, m_len = self.poly_conv_block(block, x, width)  # (1, C s, 1, M)
+                    phases = (st, m_len)
+                else:
+                    x = self.conv_block(block, x)
+                    if isinstance(conv, nn.ConvTranspose2d):
+                        width = (width - 1) * conv.stride[1] - 2 * conv.padding[1] + conv.kernel_size[1] \
+                            + conv.output_padding[1]
             else:
                 raise _Unsupported(type(block).__name__)
+        # Complex ratio mask (1, 2, 1, F).
         if dec.head is not None:
             head: BandStem = dec.head
-            if stem_bands is None or head.out_channels != 2:
+            if stem_bands is None or head.out_channels != 2 or head.bands != enc.stem.bands:
                 raise _Unsupported("decoder head")
-            xb = self.band_gather(x, head.conv.in_channels // head.bands, head.bands, n_bins, to_bands=True)
-            mb = self.band_conv(g.op("Add", [xb, stem_bands]), head, n_bins)  # (1, 32 * 2, 4)
-            mask = self.band_gather(mb, 2, head.bands, n_bins, to_bands=False)  # (1, 2, F)
+            c_head = head.conv.in_channels // head.bands
+            src = None
+            if phases is not None:  # bin f of channel c at (c s + f % s) M + f // s
+                c, f = np.meshgrid(np.arange(c_head), np.arange(n_bins), indexing="ij")
+                src = (c * phases[0] + f % phases[0]) * phases[1] + f // phases[0]  # (C_s, F)
+            xb = self.band_gather(x, c_head, head.bands, n_bins, to_bands=True, src=src)  # (32, 1, C_s w)
+            mb = self.band_apply(g.op("Add", [xb, stem_bands]), head, n_bins)  # (32, 1, 2 w)
+            mask = self.band_gather(mb, 2, head.bands, n_bins, to_bands=False)  # (1, 2, 1, F)
+        elif phases is not None:  # (1, 2 s, 1, M) -> (1, 2, 1, s M): column p M + m holds bin m s + p
+            st, m_len = phases
+            mask = g.reshape(x, [1, 2, 1, st * m_len])  # (1, 2, 1, s M)
         else:
-            mask = x  # (1, 2, F)
-        # ERB synthesis; complex ratio mask in the frame's own layout (1, 257, 1, 2).
+            mask = x  # (1, 2, 1, F)
+        # ERB synthesis, then the mask applied in the frame's own layout as
+        # [re, im] = [fr, fi, -fi, fr] * [mr, mr, mi, mi] summed in pairs (no broadcasting Mul).
         bs = np.zeros((n_bins, N_FREQS))
         bs[:low, :low] = np.eye(low)
         bs[low:, low:] = _np(erb.ierb_fc.weight).T
-        mask = g.op("Transpose", [g.op("MatMul", [mask, g.const(bs)])], perm=[2, 0, 1])  # (257, 1, 2)
-        m_re, m_im = g.op("Split", [mask, g.ints([1, 1])], axis=2, outputs=2)  # 2 x (257, 1, 1)
-        swapped = g.op("MatMul", ["frame", g.const(np.array([[0.0, 1.0], [-1.0, 0.0]]))])  # [-imag, real]
-        out = g.op("Add", [g.op("Mul", ["frame", m_re]), g.op("Mul", [swapped, m_im])])  # (1, 257, 1, 2)
+        if phases is not None and dec.head is None:  # rows in the polyphase order p M + m
+            st, m_len = phases
+            p_, m_ = np.meshgrid(np.arange(st), np.arange(m_len), indexing="ij")
+            f = (m_ * st + p_).reshape(-1)  # (s M,)
+            bs = np.where((f < n_bins)[:, None], bs[np.minimum(f, n_bins - 1)], 0.0)  # (s M, 257)
+        mask = g.op("Transpose", [g.op("MatMul", [mask, g.const(bs)])], perm=[0, 3, 2, 1])  # (1, 257, 1, 2)
+        mask4 = g.op("MatMul", [mask, g.const(np.array([[1.0, 1.0, 0.0, 0.0],
+                                                         [0.0, 0.0, 1.0, 1.0]]))])  # (1, 257, 1, 4)
+        spread = g.op("MatMul", ["frame", g.const(np.array([[1.0, 0.0, 0.0, 1.0],
+                                                            [0.0, 1.0, -1.0, 0.0]]))])  # (1, 257, 1, 4)
+        pairs = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+        out = g.op("MatMul", [g.op("Mul", [spread, mask4]), g.const(pairs)])  # (1, 257, 1, 2)
         g.nodes.append(helper.make_node("Identity", [out], ["enhanced_frame"], name="n_output"))
         if len(state_out) != len(state_in):
             raise _Unsupported("state layout")

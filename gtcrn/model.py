@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 from .config import ModelConfig
 from .erb import ERB
-from .modules import SFE, BandStem, ComplexMask, ConvBlock, DPGRNN, GTConvBlock, SkipFusion, State
+from .modules import (SFE, BandStem, ComplexMask, ConvBlock, DPGRNN, GTConvBlock, SkipFusion, State,
+                      _REGISTRATIONS, _cached, _inference_ok, sfe_cl)
 from .stft import istft, stft
 
 FEATURES = 3  # magnitude, real, imaginary
@@ -104,6 +106,46 @@ class Encoder(nn.Module):
             skips[-1] = x
         return x, skips, new_state
 
+    def analysis_matrix(self) -> torch.Tensor:
+        """Cached ERB analysis as one (F, 257) matrix (identity on the low bins)."""
+        def build() -> torch.Tensor:
+            w = self.erb.erb_fc.weight  # (bands, 257 - low)
+            low = self.erb.low
+            m = w.new_zeros(low + w.shape[0], w.shape[1] + low)  # (F, 257)
+            m[:low, :low] = torch.eye(low, dtype=w.dtype, device=w.device)
+            m[low:, low:] = w
+            return m
+        return _cached(self.erb, build)
+
+    def infer_cl(self, spec: torch.Tensor, state: State | None = None
+                 ) -> tuple[torch.Tensor, list[torch.Tensor], State]:
+        """Inference path: spec (B, 257, T, 2) -> channels-last features (B, T, F/4, C), the
+        channels-last skips and the new state (same layout as :meth:`forward`'s)."""
+        mag = spec.square().sum(-1).add_(1e-12).sqrt_()  # (B, 257, T)
+        feat = torch.cat([mag.unsqueeze(-1), spec], dim=-1)  # (B, 257, T, 3): magnitude, real, imag
+        b, _, t, _ = spec.shape
+        feat = torch.mm(feat.permute(0, 2, 3, 1).reshape(b * t * 3, -1), self.analysis_matrix().t())
+        feat = feat.view(b, t, 3, -1).transpose(2, 3)  # (B, T, F, 3)
+        front = sfe_cl(feat, self.sfe.kernel_size)  # (B, T, F, 9)
+        x = front
+        skips: list[torch.Tensor] = []
+        if self.stem is not None:
+            x = self.stem.infer_cl(x)  # (B, T, F, C_s)
+            skips.append(x)
+        new_state: State = []
+        for i, block in enumerate(self.en_convs):
+            if isinstance(block, GTConvBlock):
+                j = 2 * (i - 2)
+                x, s = block.infer_cl(x, None if state is None else state[j:j + 2])  # (B, T, F/4, C)
+                new_state += s
+            else:
+                x = block.infer_cl(x)  # (B, T, F/2, C) then (B, T, F/4, C)
+            skips.append(x)
+        if self.fusion is not None:
+            x = self.fusion.infer_cl(x, front)  # (B, T, F/4, C)
+            skips[-1] = x
+        return x, skips, new_state
+
 
 class Decoder(nn.Module):
     """Features (B, C, T, F/4) + encoder skips -> mask (B, 2, T, F) in [-1, 1] (ERB domain)."""
@@ -152,6 +194,22 @@ class Decoder(nn.Module):
             x = self.head(x + skips[-1 - n])  # (B, 2, T, F)
         return x, new_state
 
+    def infer_cl(self, x: torch.Tensor, skips: list[torch.Tensor], state: State | None = None
+                 ) -> tuple[torch.Tensor, State]:
+        """Inference path on channels-last data: (B, T, F/4, C) + skips -> mask (B, T, F, 2)."""
+        n = len(self.de_convs)
+        new_state: State = []
+        for i, block in enumerate(self.de_convs):
+            x = x + skips[-1 - i]
+            if isinstance(block, GTConvBlock):
+                x, s = block.infer_cl(x, None if state is None else state[2 * i:2 * i + 2])
+                new_state += s
+            else:
+                x = block.infer_cl(x)  # (B, T, F/2, C) then (B, T, F, C_s or 2)
+        if self.head is not None:
+            x = self.head.infer_cl(x + skips[-1 - n])  # (B, T, F, 2)
+        return x, new_state
+
 
 class GTCRN(nn.Module):
     """GTCRN speech enhancement model (complex ratio mask on the noisy STFT).
@@ -190,6 +248,8 @@ class GTCRN(nn.Module):
     def forward_stateful(self, spec: torch.Tensor, state: State | None
                          ) -> tuple[torch.Tensor, State]:
         """Enhance frames (B, 257, T, 2) given the state after the previous frames."""
+        if _inference_ok(self, spec) and not self._has_forward_hooks():
+            return self._forward_inference(spec, state)
         enc_s, rnn_s, dec_s = self._split_state(state) if state is not None else (None, None, None)
         x, skips, enc_new = self.encoder(spec, enc_s)  # (B, C, T, F/4)
         rnn_new: State = []
@@ -200,6 +260,49 @@ class GTCRN(nn.Module):
         m = self.encoder.erb.bs(m)  # (B, 2, T, 257)
         noisy = spec.permute(0, 3, 2, 1)  # (B, 2, T, 257)
         out = self.mask(m, noisy).permute(0, 3, 2, 1)  # (B, 257, T, 2)
+        return out, enc_new + rnn_new + dec_new
+
+    def _has_forward_hooks(self) -> bool:
+        """Whether any forward (pre-)hook is registered on a submodule or globally: the fused
+        inference path calls no submodule's ``forward``, so hooks need the per-module path."""
+        if _global_forward_hooks or _global_forward_pre_hooks:
+            return True
+        entry = self.__dict__.get("_submodules")
+        if entry is None or entry[0] != _REGISTRATIONS[0]:
+            entry = (_REGISTRATIONS[0], list(self.modules()))
+            self.__dict__["_submodules"] = entry
+        return any(m._forward_hooks or m._forward_pre_hooks for m in entry[1])
+
+    def synthesis_matrix(self) -> torch.Tensor:
+        """Cached ERB synthesis as one (257, F) matrix (identity on the low bins)."""
+        erb = self.encoder.erb
+
+        def build() -> torch.Tensor:
+            w = erb.ierb_fc.weight  # (257 - low, bands)
+            low = erb.low
+            m = w.new_zeros(w.shape[0] + low, low + w.shape[1])  # (257, F)
+            m[:low, :low] = torch.eye(low, dtype=w.dtype, device=w.device)
+            m[low:, low:] = w
+            return m
+        return _cached(erb.ierb_fc, build)
+
+    def _forward_inference(self, spec: torch.Tensor, state: State | None
+                           ) -> tuple[torch.Tensor, State]:
+        """:meth:`forward_stateful` without autograd in eval mode: the blocks' channels-last
+        inference forms (same function up to float rounding, same state layout)."""
+        enc_s, rnn_s, dec_s = self._split_state(state) if state is not None else (None, None, None)
+        x, skips, enc_new = self.encoder.infer_cl(spec, enc_s)  # (B, T, F/4, C)
+        rnn_new: State = []
+        for i, rnn in enumerate(self.dpgrnn):
+            x, s = rnn.infer_cl(x, None if rnn_s is None else rnn_s[i])  # (B, T, F/4, C)
+            rnn_new += s
+        m, dec_new = self.decoder.infer_cl(x, skips, dec_s)  # (B, T, F, 2)
+        b, t, f, _ = m.shape
+        m = torch.mm(m.transpose(2, 3).reshape(b * t * 2, f), self.synthesis_matrix().t())  # (B*T*2, 257)
+        m = m.view(b, t, 2, -1).permute(0, 3, 1, 2)  # (B, 257, T, 2)
+        m_re, m_im = m[..., :1], m[..., 1:]  # (B, 257, T, 1) each
+        # (re, im) * (m_re + i m_im) = (re m_re - im m_im, im m_re + re m_im)
+        out = torch.addcmul(spec * m_re, spec.flip(-1), torch.cat([-m_im, m_im], dim=-1))  # (B, 257, T, 2)
         return out, enc_new + rnn_new + dec_new
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,9 @@ the number of frames per call differs.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +22,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 State = list[torch.Tensor]
+T = TypeVar("T")
 
 _FAST_PATH = True
 
@@ -55,6 +58,16 @@ def _use_fast(x: torch.Tensor) -> bool:
     """Fast path for this call? Off when disabled, for non-CPU tensors, under CPU autocast, and
     while tracing, exporting or compiling (the plain modules are the traceable reference)."""
     if not _FAST_PATH or x.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+        return False
+    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return False
+    return not (torch.compiler.is_compiling() or _is_exporting())
+
+
+def _use_inference(x: torch.Tensor) -> bool:
+    """Inference fast path for this call? Fast path on, no autograd recording, and not
+    tracing, exporting or compiling. Unlike the training fast path, it runs on any device."""
+    if not _FAST_PATH or (torch.is_grad_enabled() and x.requires_grad):
         return False
     if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         return False
@@ -406,6 +419,217 @@ def _gates_cat(biases: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([b.view(3, -1) for b in biases], dim=1).reshape(-1)  # (3, sum h) -> (3 sum h,)
 
 
+# ---- inference path ------------------------------------------------------------------------------
+#
+# Without autograd (and not tracing/exporting/compiling), eval-mode blocks run a lean form of the
+# same function in the channels-last layout (B, T, F, C): BatchNorm folded into the preceding
+# convolution, convolutions along frequency as one unfold + matmul, the depthwise temporal
+# convolution as one strided view times its taps, and the GRUs as a five-operation-per-step scan.
+# Folded weights are cached per block and rebuilt whenever a parameter or buffer of the block
+# changes (in-place updates bump tensor versions; replaced tensors change identity).
+
+
+def _inference_ok(module: nn.Module, x: torch.Tensor) -> bool:
+    """Use the inference path for ``module`` on input ``x``? Eval mode, :func:`_use_inference`,
+    and no parameter that autograd would record (when gradients are enabled at all)."""
+    if module.training or not _use_inference(x):
+        return False
+    return not torch.is_grad_enabled() or not any(p.requires_grad for p in module.parameters())
+
+
+# Bumped whenever any module registers or replaces a parameter, buffer or submodule (global
+# nn.Module hooks), so that caches notice replaced tensors without walking the module tree.
+_REGISTRATIONS = [0]
+
+
+def _count_registration(*_args: object) -> None:
+    """Global registration hook: invalidate every inference cache (returns None: no change)."""
+    _REGISTRATIONS[0] += 1
+
+
+torch.nn.modules.module.register_module_parameter_registration_hook(_count_registration)
+torch.nn.modules.module.register_module_buffer_registration_hook(_count_registration)
+torch.nn.modules.module.register_module_module_registration_hook(_count_registration)
+
+
+def _versions(tensors: list[torch.Tensor]) -> tuple[int, ...] | None:
+    """Version counters of ``tensors`` (None if one has none, e.g. an inference tensor)."""
+    try:
+        return tuple([t._version for t in tensors])
+    except RuntimeError:
+        return None
+
+
+def _cached(module: nn.Module, build: Callable[[], T]) -> T:
+    """``build()`` (run without autograd), cached on ``module`` until one of its parameters or
+    buffers changes: in place (version counters) or replaced (registration counter)."""
+    entry = module.__dict__.get("_inference_cache")
+    if entry is not None and entry[0] == _REGISTRATIONS[0]:
+        versions = _versions(entry[1])
+        if versions is not None and versions == entry[2]:
+            return entry[3]
+    tensors = [*module.parameters(), *module.buffers()]
+    with torch.inference_mode(False), torch.no_grad():
+        value = build()
+    module.__dict__["_inference_cache"] = (_REGISTRATIONS[0], tensors, _versions(tensors), value)
+    return value
+
+
+def _bn_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm as ``x * scale + shift``: (scale (C,), shift (C,))."""
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return scale, shift
+
+
+def _slope(act: nn.Module) -> float | None:
+    """The slope of a single-parameter PReLU as a float (for caching), else None."""
+    if isinstance(act, nn.PReLU) and act.weight.numel() == 1:
+        return float(act.weight)
+    return None
+
+
+def _act_cl(act: nn.Module, y: torch.Tensor, slope: float | None = None) -> torch.Tensor:
+    """Apply a PReLU / Tanh activation to channels-last data (channels on the last axis), in
+    place where possible (``y`` must be a fresh result). ``slope``: from :func:`_slope`, cached."""
+    if slope is not None:
+        return F.leaky_relu_(y, slope)  # PReLU with one slope: x if x > 0 else slope * x
+    if isinstance(act, nn.PReLU):
+        w = act.weight
+        if w.numel() == 1:
+            return F.prelu(y, w)
+        return torch.where(y >= 0, y, y * w)  # per-channel slope broadcast on the last axis
+    if isinstance(act, nn.Tanh):
+        return y.tanh_()
+    return act(y.movedim(-1, 1)).movedim(1, -1)  # other activations: channel-first call
+
+
+def _dense_conv_weight(conv: nn.Module) -> torch.Tensor:
+    """Weight of an equivalent ungrouped ``Conv2d`` (block diagonal over the groups):
+    (C_out, C_in, kh, kw). Stride-1 transposed convolutions via :func:`_conv_weight`."""
+    w = _conv_weight(conv)  # (C_out, C_in / g, kh, kw)
+    g = conv.groups
+    if g == 1:
+        return w
+    co, ci_g = w.shape[0], w.shape[1]
+    blocks = w.view(g, co // g, ci_g, *w.shape[2:])  # (g, C_out/g, C_in/g, kh, kw)
+    dense = w.new_zeros(g, co // g, g, ci_g, *w.shape[2:])  # (g, C_out/g, g, C_in/g, kh, kw)
+    for k in range(g):
+        dense[k, :, k] = blocks[k]
+    return dense.view(co, g * ci_g, *w.shape[2:])  # (C_out, C_in, kh, kw)
+
+
+def _gru_scan_weights(w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor,
+                      b_hh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """nn.GRU-layout weights -> the operands of :func:`_gru_scan_infer`:
+    w4 (C, 4H) and b4 (4H,) giving the per-step inputs [r, z, b_hn, n] (r and z with both
+    biases, the constant b_hn, n with b_in), and w_hh transposed (H, 3H)."""
+    hid = w_hh.shape[1]
+    w4 = torch.cat([w_ih[:2 * hid], w_ih.new_zeros(hid, w_ih.shape[1]), w_ih[2 * hid:]])  # (4H, C)
+    b4 = torch.cat([b_ih[:2 * hid] + b_hh[:2 * hid], b_hh[2 * hid:], b_ih[2 * hid:]])  # (4H,)
+    return w4.t().contiguous(), b4, w_hh.t().contiguous()
+
+
+class _ScanPlan:
+    """Buffers and per-step views of one GRU scan shape (see :func:`_gru_scan_infer`).
+
+    ``gi`` (L, N, 4H) is the input the caller fills; ``out`` (L, N, H) receives the states.
+    Making the per-step views costs about as much as the steps' arithmetic, so plans for
+    small shapes are kept (per thread) and reused: a plan's ``out`` is valid until the next
+    scan of the same shape in the same thread.
+    """
+
+    def __init__(self, steps: int, n: int, hid: int, dtype: torch.dtype, device: torch.device,
+                 gi: torch.Tensor | None = None) -> None:
+        if gi is None:
+            gi = torch.empty(steps, n, 4 * hid, dtype=dtype, device=device)  # (L, N, 4H)
+        self.gi = gi
+        self.h0 = torch.zeros(n, hid, dtype=dtype, device=device)  # (N, H)
+        gates = torch.empty(steps, n, 3 * hid, dtype=dtype, device=device)  # (L, N, 3H): [r, z, ghn]
+        cand = torch.empty(steps, n, hid, dtype=dtype, device=device)  # (L, N, H)
+        self.out = torch.empty(steps, n, hid, dtype=dtype, device=device)  # (L, N, H)
+        self.steps = list(zip(
+            gi[:, :, :3 * hid].unbind(0), gi[:, :, 3 * hid:].unbind(0),  # L x (N, 3H), L x (N, H)
+            gates.unbind(0), gates[:, :, :2 * hid].unbind(0),  # L x (N, 3H), L x (N, 2H)
+            gates[:, :, :hid].unbind(0), gates[:, :, hid:2 * hid].unbind(0),  # L x (N, H): r, z
+            gates[:, :, 2 * hid:].unbind(0), cand.unbind(0), self.out.unbind(0)))  # L x (N, H) each
+
+    def run(self, h: torch.Tensor, w_hh_t: torch.Tensor) -> torch.Tensor:
+        """The recurrence over the filled ``gi`` from state h (N, H) -> ``out`` (L, N, H)."""
+        for a, gn, g, rz, r, z, ghn, c, o in self.steps:
+            torch.addmm(a, h, w_hh_t, out=g)  # [r, z, W_hn h + b_hn] pre-activations
+            rz.sigmoid_()
+            torch.addcmul(gn, r, ghn, out=c).tanh_()  # candidate n
+            h = torch.lerp(c, h, z, out=o)  # (1 - z) n + z h
+        return self.out
+
+
+# Scans longer than this run in the native GRU loop (cheaper per step than making views).
+_LONG_SCAN = 48
+# Plans are kept for scans of at most this many state elements (L * N * H).
+_PLAN_MAX_SIZE = 65536
+_PLANS = threading.local()
+
+
+def _scan_plan(steps: int, n: int, hid: int, like: torch.Tensor) -> _ScanPlan:
+    """A (per-thread, reused when small) :class:`_ScanPlan` for this shape, dtype and device."""
+    if steps * n * hid > _PLAN_MAX_SIZE:
+        return _ScanPlan(steps, n, hid, like.dtype, like.device)
+    plans = _PLANS.__dict__.setdefault("plans", {})
+    key = (steps, n, hid, like.dtype, like.device, torch.is_inference_mode_enabled())
+    plan = plans.get(key)
+    if plan is None:
+        plan = plans[key] = _ScanPlan(steps, n, hid, like.dtype, like.device)
+    return plan
+
+
+def _gru_scan_infer(gi: torch.Tensor, h: torch.Tensor, w_hh_t: torch.Tensor) -> torch.Tensor:
+    """GRU recurrence without autograd, batch-major states, five operations per step.
+
+    gi (L, N, 4H): per step [W_ir x + b_ir + b_hr, W_iz x + b_iz + b_hz, b_hn, W_in x + b_in]
+    (see :func:`_gru_scan_weights`); h (N, H) the initial state; w_hh_t (H, 3H).
+    Returns the states after each step (L, N, H), a new tensor. Same equations as ``nn.GRU``.
+    """
+    steps, n, h4 = gi.shape
+    hid = h4 // 4
+    if steps == 1:
+        g = torch.addmm(gi[0, :, :3 * hid], h, w_hh_t)  # (N, 3H): [r, z, W_hn h + b_hn]
+        rz = g[:, :2 * hid].sigmoid_()  # (N, 2H)
+        cand = torch.addcmul(gi[0, :, 3 * hid:], rz[:, :hid], g[:, 2 * hid:]).tanh_()  # (N, H)
+        return torch.lerp(cand, h, rz[:, hid:]).unsqueeze(0)  # (1, N, H): (1 - z) n + z h
+    return _ScanPlan(steps, n, hid, gi.dtype, gi.device, gi).run(h, w_hh_t)
+
+
+def _freq_unfold(x: torch.Tensor, size: int, stride: int, pad: int) -> torch.Tensor:
+    """Channels-last (B, T, W, C) -> frequency patches (B*T*W_out, C*size), entry
+    ``c * size + j`` = bin ``w * stride + j - pad`` of channel ``c`` (zero outside)."""
+    xp = F.pad(x, (0, 0, pad, pad))  # (B, T, W + 2 pad, C)
+    patches = xp.unfold(2, size, stride)  # (B, T, W_out, C, size)
+    return patches.reshape(-1, x.shape[-1] * size)  # (B*T*W_out, C*size)
+
+
+def _to_cl(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, T, F) -> channels-last (B, T, F, C) view."""
+    return x.permute(0, 2, 3, 1)  # (B, T, F, C)
+
+
+def _from_cl(x: torch.Tensor) -> torch.Tensor:
+    """Channels-last (B, T, F, C) -> (B, C, T, F) view."""
+    return x.permute(0, 3, 1, 2)  # (B, C, T, F)
+
+
+def sfe_cl(x: torch.Tensor, kernel_size: int = 3) -> torch.Tensor:
+    """:class:`SFE` on channels-last data: (B, T, F, C) -> (B, T, F, C * k), contiguous."""
+    b, t, f, c = x.shape
+    half = kernel_size // 2
+    patches = F.pad(x, (0, 0, half, half)).unfold(2, kernel_size, 1)  # (B, T, F, C, k)
+    return patches.reshape(b, t, f, c * kernel_size)  # (B, T, F, C*k): channel c * k + j
+
+
 class SFE(nn.Module):
     """Subband feature extraction: each bin gets itself and its neighbours.
 
@@ -437,6 +661,9 @@ class TRA(nn.Module):
         return [torch.zeros(1, batch, self.att_gru.hidden_size, device=device, dtype=dtype)]
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        if _inference_ok(self, x):
+            y, new_state = self.infer_cl(_to_cl(x), state)  # (B, T, F, C)
+            return _from_cl(y), new_state  # (B, C, T, F)
         if _use_fast(x):
             return self._forward_fast(x, state)
         zt = x.pow(2).mean(dim=-1).transpose(1, 2)  # (B, T, C)
@@ -444,6 +671,34 @@ class TRA(nn.Module):
         at, h = self.att_gru(zt, h0)  # (B, T, 2C), (1, B, 2C)
         at = torch.sigmoid(self.att_fc(at)).transpose(1, 2)  # (B, C, T)
         return x * at.unsqueeze(-1), [h]  # (B, C, T, F)
+
+    def inference_weights(self) -> tuple[torch.Tensor, ...]:
+        """Cached (w4, b4, w_hh_t) of the GRU scan and (fc weight transposed, fc bias)."""
+        def build() -> tuple[torch.Tensor, ...]:
+            g = self.att_gru
+            scan = _gru_scan_weights(g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0)
+            return (*scan, self.att_fc.weight.t().contiguous(), self.att_fc.bias)
+        return _cached(self, build)
+
+    def infer_cl(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Inference path on channels-last data: x (B, T, F, C) -> (B, T, F, C), state."""
+        b, t, f, c = x.shape
+        w4, b4, w_hh_t, fc_t, fc_b = self.inference_weights()
+        hid = w_hh_t.shape[0]
+        energy = torch.linalg.vecdot(x, x, dim=2)  # (B, T, C): sum over F of x^2
+        energy = energy.transpose(0, 1).reshape(t * b, c)  # (T*B, C)
+        h0 = x.new_zeros(b, hid) if state is None else state[0][0]  # (B, H)
+        if t > _LONG_SCAN:
+            g = self.att_gru
+            y = torch._VF.gru((energy / f).view(t, b, c), h0.unsqueeze(0),
+                              [g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0],
+                              True, 1, 0.0, False, False, False)[0]  # (T, B, H)
+        else:
+            gi = torch.addmm(b4, energy, w4, alpha=1.0 / f).view(t, b, 4 * hid)  # (T, B, 4H): mean
+            y = _gru_scan_infer(gi, h0, w_hh_t)  # (T, B, H)
+        att = torch.addmm(fc_b, y.view(t * b, hid), fc_t).sigmoid_()  # (T*B, C)
+        att = att.view(t, b, 1, c).transpose(0, 1)  # (B, T, 1, C)
+        return x * att, [y[t - 1].unsqueeze(0)]  # (B, T, F, C), [(1, B, H)]
 
     def _forward_fast(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """Same function; the small-batch GRU runs as one autograd node."""
@@ -477,8 +732,68 @@ class ConvBlock(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels)
         self.act: nn.Module = nn.Tanh() if is_last else nn.PReLU()
 
+    def _is_stride2_deconv(self) -> bool:
+        conv = self.conv
+        return (isinstance(conv, nn.ConvTranspose2d) and conv.kernel_size == (1, 5)
+                and conv.stride == (1, 2) and conv.padding == (0, 2) and conv.dilation == (1, 1))
+
+    def _infer_supported(self) -> bool:
+        conv = self.conv
+        if self._is_stride2_deconv():
+            return True
+        return (isinstance(conv, nn.Conv2d) and conv.kernel_size[0] == 1 and conv.padding[0] == 0
+                and conv.stride[0] == 1 and conv.dilation == (1, 1)
+                and isinstance(conv.padding[1], int))
+
+    def inference_weights(self) -> tuple[torch.Tensor, torch.Tensor, float | None]:
+        """Cached (weight (C_in * k, C_out'), bias (C_out',), PReLU slope) of the conv with
+        BatchNorm folded in,
+        rows ordered (input channel, tap). For the stride-2 transposed conv: the polyphase form,
+        taps at input bins (m - 1, m, m + 1), columns (phase, output channel)."""
+        def build() -> tuple[torch.Tensor, torch.Tensor, float | None]:
+            scale, shift = _bn_affine(self.bn)
+            conv = self.conv
+            bias = conv.bias if conv.bias is not None else scale.new_zeros(scale.shape)
+            if self._is_stride2_deconv():
+                g = conv.groups
+                w = conv.weight  # (C_in, C_out / g, 1, 5)
+                cin, cout_g = w.shape[0], w.shape[1]
+                blocks = w.view(g, cin // g, cout_g, 5)  # (g, C_in/g, C_out/g, 5)
+                dense = w.new_zeros(g, cin // g, g, cout_g, 5)  # (g, C_in/g, g, C_out/g, 5)
+                for k in range(g):
+                    dense[k, :, k] = blocks[k]
+                dense = dense.view(cin, g * cout_g, 5)  # (C_in, C_out, 5)
+                even = dense[..., [4, 2, 0]]  # (C_in, C_out, 3): taps at m - 1, m, m + 1
+                odd = F.pad(dense[..., [3, 1]], (1, 0))  # (C_in, C_out, 3): taps at m, m + 1
+                w2 = torch.stack([even, odd], dim=2) * scale.view(1, -1, 1, 1)  # (C_in, C_out, phase, 3)
+                w2 = w2.permute(0, 3, 2, 1).reshape(cin * 3, 2 * g * cout_g)  # (C_in*3, phase*C_out)
+                b2 = (bias * scale + shift).repeat(2)  # (phase*C_out,)
+                return w2.contiguous(), b2, _slope(self.act)
+            w = _dense_conv_weight(conv)[:, :, 0] * scale.view(-1, 1, 1)  # (C_out, C_in, k)
+            w = w.reshape(w.shape[0], -1).t().contiguous()  # (C_in*k, C_out)
+            return w, bias * scale + shift, _slope(self.act)
+        return _cached(self, build)
+
+    def infer_cl(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference path on channels-last data: (B, T, W, C_in) -> (B, T, W_out, C_out)."""
+        if not self._infer_supported():
+            return _to_cl(self.act(self.bn(self.conv(_from_cl(x)))))  # (B, T, W_out, C_out)
+        b, t, width, _ = x.shape
+        w, bias, slope = self.inference_weights()
+        conv = self.conv
+        if self._is_stride2_deconv():
+            y = torch.addmm(bias, _freq_unfold(x, 3, 1, 1), w)  # (B*T*W, phase*C_out)
+            y = y.view(b, t, 2 * width, -1)  # (B, T, 2W, C_out): bins interleaved by phase
+            y = _act_cl(self.act, y, slope)
+            return y[:, :, :2 * width - 1 + conv.output_padding[1]]  # (B, T, 2W - 1 + pad, C_out)
+        k, s, p = conv.kernel_size[1], conv.stride[1], conv.padding[1]
+        y = torch.addmm(bias, _freq_unfold(x, k, s, p), w)  # (B*T*W_out, C_out)
+        return _act_cl(self.act, y.view(b, t, -1, w.shape[1]), slope)  # (B, T, W_out, C_out)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
+        if _inference_ok(self, x):
+            return _from_cl(self.infer_cl(_to_cl(x)))  # (B, C_out, T, W_out)
         if not _use_fast(x):
             return self.act(self.bn(conv(x)))
         if (isinstance(conv, nn.ConvTranspose2d) and conv.kernel_size == (1, 5) and conv.stride == (1, 2)
@@ -530,6 +845,9 @@ class GTConvBlock(nn.Module):
         return torch.stack([x1, x2], dim=2).reshape(b, 2 * c, t, f)  # (B, C, 2, T, F) -> (B, 2C, T, F)
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        if self.depth_conv.kernel_size == (3, 3) and _inference_ok(self, x):
+            y, new_state = self.infer_cl(_to_cl(x), state)  # (B, T, F, C)
+            return _from_cl(y), new_state  # (B, C, T, F)
         if _use_fast(x) and self.depth_conv.kernel_size == (3, 3):
             return self._forward_fast(x, state)
         x1, x2 = torch.chunk(x, 2, dim=1)  # 2 x (B, C/2, T, F)
@@ -543,6 +861,56 @@ class GTConvBlock(nn.Module):
         h = self.point_bn2(self.point_conv2(h))  # (B, C/2, T, F)
         h, tra_state = self.tra(h, None if state is None else state[1:])
         return self.shuffle(h, x2), [cache, *tra_state]
+
+    def inference_weights(self) -> tuple[torch.Tensor, ...]:
+        """Cached weights with BatchNorm folded in: point conv 1 over the SFE patches
+        (C/2 * 3, H) + bias (H,), depthwise taps (H, 3, 3) + bias (H,), point conv 2 (H, C/2)
+        + bias (C/2,), and the two PReLU slopes."""
+        def build() -> tuple[torch.Tensor, ...]:
+            s1, t1 = _bn_affine(self.point_bn1)
+            w1 = _conv_weight(self.point_conv1).flatten(1) * s1.unsqueeze(1)  # (H, C/2 * 3)
+            b1 = self.point_conv1.bias * s1 + t1
+            sd, td = _bn_affine(self.depth_bn)
+            wd = _conv_weight(self.depth_conv)[:, 0] * sd.view(-1, 1, 1)  # (H, 3, 3): (time, freq) taps
+            bd = self.depth_conv.bias * sd + td
+            s2, t2 = _bn_affine(self.point_bn2)
+            w2 = _conv_weight(self.point_conv2).flatten(1) * s2.unsqueeze(1)  # (C/2, H)
+            b2 = self.point_conv2.bias * s2 + t2
+            return (w1.t().contiguous(), b1, wd.contiguous(), bd,
+                    w2.t().contiguous(), b2, _slope(self.point_act), _slope(self.depth_act))
+        return _cached(self, build)
+
+    def infer_cl(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Inference path on channels-last data: x (B, T, F, C) -> (B, T, F, C), state (the
+        state's layout is the same as :meth:`forward`'s)."""
+        b, t, f, c = x.shape
+        half = c // 2
+        w1, b1, wd, bd, w2, b2, slope1, slope_d = self.inference_weights()
+        hch = w1.shape[1]
+        x1, x2 = x[..., :half], x[..., half:]  # 2 x (B, T, F, C/2)
+        h = torch.addmm(b1, _freq_unfold(x1, 3, 1, 1), w1)  # (B*T*F, H): SFE + point conv 1
+        h = _act_cl(self.point_act, h, slope1).view(b, t, f, hch)  # (B, T, F, H)
+        pad = self.pad_size
+        if state is None:
+            h = F.pad(h, (0, 0, 1, 1, pad, 0))  # (B, pad + T, F + 2, H)
+        else:
+            h = torch.cat([state[0].permute(0, 2, 3, 1), h], dim=1)  # (B, pad + T, F, H)
+            h = F.pad(h, (0, 0, 1, 1))  # (B, pad + T, F + 2, H)
+        cache = h[:, t:, 1:f + 1].permute(0, 3, 1, 2)  # (B, H, pad, F)
+        st_f = hch
+        st_t = (f + 2) * hch
+        d = self.depth_conv.dilation[0]
+        if t > _LONG_SCAN:  # many frames: the native convolution
+            h = F.conv2d(_from_cl(h), wd.unsqueeze(1), bd, dilation=(d, 1), groups=hch)  # (B, H, T, F)
+            h = _act_cl(self.depth_act, _to_cl(h), slope_d).reshape(-1, hch)  # (B*T*F, H)
+        else:
+            win = h.as_strided((b, t, f, hch, 3, 3), (h.shape[1] * st_t, st_t, st_f, 1, d * st_t, st_f))
+            # win (B, T, F, H, 3, 3): taps (time t + i d, bin f + j - 1); reduced over the inner axes
+            h = torch.mul(win, wd).sum((4, 5)).add_(bd)  # (B, T, F, H)
+            h = _act_cl(self.depth_act, h, slope_d).view(-1, hch)  # (B*T*F, H)
+        h = torch.addmm(b2, h, w2).view(b, t, f, half)  # (B, T, F, C/2)
+        h, tra_state = self.tra.infer_cl(h, None if state is None else state[1:])
+        return torch.stack([h, x2], dim=-1).view(b, t, f, c), [cache, *tra_state]  # (B, T, F, C/2, 2)
 
     def _forward_fast(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """Same function: SFE folded into the first point conv, transposed convs as convs, and the
@@ -574,6 +942,7 @@ class GRNN(nn.Module):
                            bidirectional=bidirectional)
         self.rnn2 = nn.GRU(input_size // 2, hidden_size // 2, 1, batch_first=True,
                            bidirectional=bidirectional)
+        self._fused: tuple[tuple, list[torch.Tensor]] | None = None  # see fused_weights
 
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> State:
         dirs = 2 if self.bidirectional else 1
@@ -581,6 +950,9 @@ class GRNN(nn.Module):
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """x (B, L, input_size), state [(dirs, B, hidden)] -> y (B, L, dirs * hidden), state."""
+        if _use_inference(x) and not any(p.requires_grad and torch.is_grad_enabled()
+                                         for p in self.parameters()):
+            return self.forward_fused(x, state)
         if _use_fast(x):
             y, new_state = self.forward_time_major(x.transpose(0, 1), state)  # (L, B, dirs * hidden)
             return y.transpose(0, 1), new_state  # (B, L, dirs * hidden)
@@ -592,6 +964,48 @@ class GRNN(nn.Module):
         y1, h1 = self.rnn1(x1, h1)  # (B, L, dirs * hidden/2), (dirs, B, hidden/2)
         y2, h2 = self.rnn2(x2, h2)
         return torch.cat([y1, y2], dim=-1), [torch.cat([h1, h2], dim=-1)]
+
+    def fused_weights(self) -> list[torch.Tensor]:
+        """Both groups and both directions as one unidirectional ``nn.GRU`` (weights list
+        [w_ih, w_hh, b_ih, b_hh]) over the input ``[x[t], x[L-1-t]]``: hidden units ordered
+        (direction, group, unit), block diagonal per gate. Cached until a parameter changes."""
+        params = list(self.parameters())
+        key = tuple((id(p), p._version) for p in params)
+        if self._fused is not None and self._fused[0] == key:
+            return self._fused[1]
+        with torch.no_grad():
+            dirs = ["_l0", "_l0_reverse"] if self.bidirectional else ["_l0"]
+            rnns = (self.rnn1, self.rnn2)
+            per_dir = {name: [_gates_block_diag([getattr(r, name + d) for r in rnns]) for d in dirs]
+                       for name in ("weight_ih", "weight_hh")}  # dirs x (3 hidden, in) / (3 hidden, hidden)
+            bias = {name: [_gates_cat([getattr(r, name + d) for r in rnns]) for d in dirs]
+                    for name in ("bias_ih", "bias_hh")}  # dirs x (3 hidden,)
+            weights = [_gates_block_diag(per_dir["weight_ih"]), _gates_block_diag(per_dir["weight_hh"]),
+                       _gates_cat(bias["bias_ih"]), _gates_cat(bias["bias_hh"])]
+        self._fused = (key, [w.contiguous() for w in weights])
+        return self._fused[1]
+
+    def forward_fused(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Inference form of :meth:`forward` (same function, no autograd): one native GRU call
+        for both groups and both directions. The backward direction reads the input reversed,
+        so one left-to-right recurrence computes both."""
+        b, steps, _ = x.shape
+        dirs = 2 if self.bidirectional else 1
+        hg = self.hidden_size // 2  # units per group and direction
+        if self.bidirectional:
+            x = torch.cat([x, x.flip(1)], dim=-1)  # (B, L, 2 input): [x[t], x[L-1-t]]
+        if state is None:
+            h0 = x.new_zeros(1, b, dirs * self.hidden_size)  # (1, B, dirs * hidden)
+        else:
+            h0 = state[0].transpose(0, 1).reshape(1, b, dirs * self.hidden_size)  # (1, B, dirs * hidden)
+        y, h_n = torch.gru(x, h0, self.fused_weights(), True, 1, 0.0, False, False, True)
+        # y (B, L, dirs * hidden), h_n (1, B, dirs * hidden): units (direction, group, unit)
+        h_n = h_n.view(b, dirs, self.hidden_size).transpose(0, 1)  # (dirs, B, hidden)
+        if not self.bidirectional:
+            return y, [h_n]
+        y = y.view(b, steps, 2, 2, hg)  # (B, L, direction, group, unit)
+        y = torch.stack([y[:, :, 0], y[:, :, 1].flip(1)], dim=3)  # (B, L, group, direction, unit)
+        return y.reshape(b, steps, 4 * hg), [h_n]  # (B, L, group * direction * unit)
 
     def direction_weights(self, reverse: bool = False
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -658,8 +1072,62 @@ class DPGRNN(nn.Module):
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> State:
         return self.inter_rnn.init_state(batch * self.width, device, dtype)
 
+    def inference_weights(self) -> tuple[torch.Tensor, ...]:
+        """Cached operands: intra scan (w4 (2C, 4H), b4, w_hh_t) over [x[f], x[F-1-f]], intra fc
+        split by direction (forward rows, backward rows: (H, C) each, scan unit order) + bias,
+        inter scan (w4 (C, 4C), b4, w_hh_t), inter fc transposed (C, C) + bias."""
+        def build() -> tuple[torch.Tensor, ...]:
+            intra = _gru_scan_weights(*self.intra_rnn.fused_weights())
+            hg = self.intra_rnn.hidden_size // 2  # units per group and direction
+            c = self.channels
+            w_fc = self.intra_fc.weight.view(c, 2, 2, hg)  # (C_out, group, direction, unit)
+            w_fc = w_fc.permute(2, 1, 3, 0).reshape(2, 2 * hg, c)  # (direction, group * unit, C_out)
+            zeros = w_fc.new_zeros(2 * hg, c)
+            fc_fwd = torch.cat([w_fc[0], zeros])  # (H, C): scan units (direction, group, unit)
+            fc_bwd = torch.cat([zeros, w_fc[1]])  # (H, C)
+            inter = _gru_scan_weights(*self.inter_rnn.fused_weights())
+            return (*intra, fc_fwd, fc_bwd, self.intra_fc.bias, *inter,
+                    self.inter_fc.weight.t().contiguous(), self.inter_fc.bias)
+        return _cached(self, build)
+
+    def infer_cl(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Inference path on channels-last data: x (B, T, F, C) -> (B, T, F, C), state.
+
+        Intra: both directions and both groups as one scan over frequency whose backward
+        half reads the bins in reverse; inter: both groups as one scan over time."""
+        (w4, b4, whh, fc_fwd, fc_bwd, fc_b, w4_t, b4_t, whh_t, fc_t, fc_tb) = self.inference_weights()
+        b, t, f, c = x.shape
+        n = b * t
+        hid = whh.shape[0]
+        xs = x.reshape(n, f, c).transpose(0, 1)  # (F, N, C)
+        xx = torch.cat([xs, xs.flip(0)], dim=-1)  # (F, N, 2C): [x[f], x[F-1-f]]
+        plan = _scan_plan(f, n, hid, x)  # the outputs are consumed below, before any other scan
+        torch.addmm(b4, xx.view(f * n, 2 * c), w4, out=plan.gi.view(f * n, 4 * hid))  # (F*N, 4H)
+        y = plan.run(plan.h0, whh).view(f * n, hid)  # (F*N, H)
+        back = torch.addmm(fc_b, y, fc_bwd).view(f, n, c).flip(0)  # (F, N, C): backward half + bias
+        intra = torch.addmm(back.view(f * n, c), y, fc_fwd).view(f, n, c)  # (F, N, C)
+        intra = F.layer_norm(intra.transpose(0, 1), (f, c), self.intra_ln.weight, self.intra_ln.bias,
+                             self.intra_ln.eps)  # (N, F, C)
+        x = x + intra.view(b, t, f, c)  # (B, T, F, C)
+        hid_t = whh_t.shape[0]
+        xt = x.transpose(0, 1).reshape(t * b * f, c)  # (T*B*F, C)
+        h0 = x.new_zeros(b * f, hid_t) if state is None else state[0][0]  # (B*F, H)
+        if t > _LONG_SCAN:
+            y = torch._VF.gru(xt.view(t, b * f, c), h0.unsqueeze(0), self.inter_rnn.fused_weights(),
+                              True, 1, 0.0, False, False, False)[0]  # (T, B*F, H)
+        else:
+            gi = torch.addmm(b4_t, xt, w4_t).view(t, b * f, 4 * hid_t)  # (T, B*F, 4H)
+            y = _gru_scan_infer(gi, h0, whh_t)  # (T, B*F, H)
+        inter = torch.addmm(fc_tb, y.view(-1, hid_t), fc_t).view(t, b, f, c)  # (T, B, F, C)
+        inter = F.layer_norm(inter.transpose(0, 1), (f, c), self.inter_ln.weight, self.inter_ln.bias,
+                             self.inter_ln.eps)  # (B, T, F, C)
+        return x + inter, [y[t - 1].unsqueeze(0)]  # (B, T, F, C), [(1, B*F, H)]
+
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        if _use_fast(x):
+        if _inference_ok(self, x):
+            y, new_state = self.infer_cl(_to_cl(x), state)  # (B, T, F, C)
+            return _from_cl(y), new_state  # (B, C, T, F)
+        if _use_fast(x) and not _use_inference(x):
             return self._forward_fast(x, state)
         b, c, t, f = x.shape
         x = x.permute(0, 2, 3, 1)  # (B, T, F, C)
@@ -719,7 +1187,42 @@ class BandStem(nn.Module):
         self.bn = nn.BatchNorm2d(bands * out_channels)
         self.act: nn.Module = nn.Tanh() if is_last else nn.PReLU()
 
+    def inference_weights(self) -> tuple[torch.Tensor, torch.Tensor, float | None]:
+        """Cached per-group dense maps with BatchNorm folded in: (G, k W C_in, k W C_out) over
+        channels-last band data (band, bin, channel), the bias (G, 1, k W C_out), PReLU slope."""
+        def build() -> tuple[torch.Tensor, torch.Tensor, float | None]:
+            w, g, n, co = self.conv.weight, self.conv.groups, self.bands, self.out_channels
+            k = n // g  # bands per group
+            ci = w.shape[1] // k
+            width = self.width_hint
+            scale, shift = _bn_affine(self.bn)  # (N C_out,): channel = band * C_out + out
+            kern = w.view(g, k, co, k, ci, 3) * scale.view(g, k, co, 1, 1, 1)  # (G, k_o, C_out, k_i, C_in, 3)
+            pos = torch.arange(width, device=w.device)
+            tap = torch.arange(3, device=w.device).view(3, 1, 1) - 1
+            shift_m = (pos.view(1, 1, width) == pos.view(1, width, 1) + tap).to(w.dtype)  # (3, W_out, W_in)
+            mat = torch.einsum("gaobcj,jvw->gbwcavo", kern, shift_m)  # (G, k_i, W_in, C_in, k_o, W_out, C_out)
+            mat = mat.reshape(g, k * width * ci, k * width * co)  # (G, k W C_in, k W C_out)
+            bias = self.conv.bias * scale + shift  # (N C_out,)
+            bias = bias.view(g, k, 1, co).expand(g, k, width, co).reshape(g, 1, k * width * co)
+            return mat.contiguous(), bias, _slope(self.act)  # bias (G, 1, k W C_out)
+        return _cached(self, build)
+
+    def infer_cl(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference path on channels-last data: (B, T, F, C_in) -> (B, T, F, C_out)."""
+        b, t, f, c = x.shape
+        g = self.conv.groups
+        if self.__dict__.get("width_hint") != f // self.bands:
+            self.__dict__["width_hint"] = f // self.bands
+            self.__dict__.pop("_inference_cache", None)
+        mat, bias, slope = self.inference_weights()
+        xg = x.reshape(b * t, g, f * c // g).transpose(0, 1)  # (G, B*T, k W C_in)
+        y = torch.baddbmm(bias, xg, mat)  # (G, B*T, k W C_out)
+        y = y.transpose(0, 1).reshape(b, t, f, self.out_channels)  # (B, T, F, C_out)
+        return _act_cl(self.act, y, slope)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _inference_ok(self, x):
+            return _from_cl(self.infer_cl(_to_cl(x)))  # (B, C_out, T, F)
         if _use_fast(x):
             return self._forward_fast(x)
         b, c, t, f = x.shape
@@ -771,7 +1274,34 @@ class SkipFusion(nn.Module):
         self.bn = nn.BatchNorm2d(channels)
         self.act = nn.PReLU()
 
+    def inference_weights(self, width: int) -> tuple[torch.Tensor, torch.Tensor, float | None]:
+        """Cached (weight (C + W C_f, C), bias (C,), PReLU slope) with BatchNorm folded in, acting
+        on [deep channels, front (bin in band, channel)]: the band mean folded into the weight."""
+        def build() -> tuple[torch.Tensor, torch.Tensor, float | None]:
+            scale, shift = _bn_affine(self.bn)
+            w = self.conv.weight.flatten(1) * scale.unsqueeze(1)  # (C, C + C_f)
+            c = w.shape[0]
+            front = (w[:, c:] / width).unsqueeze(1).expand(c, width, w.shape[1] - c)  # (C, W, C_f)
+            w_all = torch.cat([w[:, :c], front.reshape(c, -1)], dim=1)  # (C, C + W C_f)
+            return w_all.t().contiguous(), self.conv.bias * scale + shift, _slope(self.act)
+        if self.__dict__.get("width_hint") != width:
+            self.__dict__["width_hint"] = width
+            self.__dict__.pop("_inference_cache", None)
+        return _cached(self, build)
+
+    def infer_cl(self, deep: torch.Tensor, front: torch.Tensor) -> torch.Tensor:
+        """Inference path on channels-last data: deep (B, T, N, C), front (B, T, F, C_f)
+        -> (B, T, N, C)."""
+        b, t, n, c = deep.shape
+        width = front.shape[2] // n
+        w, bias, slope = self.inference_weights(width)
+        both = torch.cat([deep, front.reshape(b, t, n, -1)], dim=-1)  # (B, T, N, C + W C_f)
+        y = torch.addmm(bias, both.view(-1, both.shape[-1]), w)  # (B*T*N, C)
+        return _act_cl(self.act, y.view(b, t, n, c), slope)  # (B, T, N, C)
+
     def forward(self, deep: torch.Tensor, front: torch.Tensor) -> torch.Tensor:
+        if _inference_ok(self, deep):
+            return _from_cl(self.infer_cl(_to_cl(deep), _to_cl(front)))  # (B, C, T, N)
         b, c, t, f = front.shape
         n = deep.shape[-1]
         pooled = front.reshape(b, c, t, n, f // n).mean(dim=-1)  # (B, C_f, T, N)

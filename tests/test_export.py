@@ -76,6 +76,18 @@ def test_export_matches_torch_step(tmp_path: Path, preset: str) -> None:
     assert verify_onnx(make_model(preset), path, frames=3) > 1e-2  # fresh random weights
 
 
+@pytest.mark.parametrize("overrides", [{"stem_groups": 16, "head_groups": 8}, {"skip_fusion": False}])
+def test_export_g32_variants_match(tmp_path: Path, overrides: dict) -> None:
+    """Band stems that are not one band per group (grouped-conv fallback) and g32 without
+    SkipFusion still get the optimised graph, equal to the torch model."""
+    model = make_model("gtcrn-g32", **overrides)
+    path = export_onnx(model, tmp_path / "variant.onnx", verify=False)
+    proto = onnx.load(str(path))
+    assert {p.key: p.value for p in proto.metadata_props}["gtcrn.graph"] == "optimized"
+    spec = stft(torch.from_numpy(speech_like(40 * 256, seed=24))[None])[:, :, :40]  # (1, 257, 40, 2)
+    assert run_frames(model, path, spec) <= TOL
+
+
 def test_generic_export_matches(tmp_path: Path) -> None:
     model = make_model("gtcrn-official")
     path = export_onnx(model, tmp_path / "generic.onnx", optimize=False, verify=False)
