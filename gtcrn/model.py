@@ -181,33 +181,29 @@ class Decoder(nn.Module):
 
     def forward(self, x: torch.Tensor, skips: list[torch.Tensor], state: State | None = None
                 ) -> tuple[torch.Tensor, State]:
-        n = len(self.de_convs)
-        new_state: State = []
-        for i, block in enumerate(self.de_convs):
-            x = x + skips[-1 - i]
-            if isinstance(block, GTConvBlock):
-                x, s = block(x, None if state is None else state[2 * i:2 * i + 2])  # (B, C, T, F/4)
-                new_state += s
-            else:
-                x = block(x)  # (B, C, T, F/2) then (B, C_s or 2, T, F)
-        if self.head is not None:
-            x = self.head(x + skips[-1 - n])  # (B, 2, T, F)
-        return x, new_state
+        """(B, C, T, F/4) + skips -> mask (B, 2, T, F), new state."""
+        return self._decode(x, skips, state, channels_last=False)
 
     def infer_cl(self, x: torch.Tensor, skips: list[torch.Tensor], state: State | None = None
                  ) -> tuple[torch.Tensor, State]:
         """Inference path on channels-last data: (B, T, F/4, C) + skips -> mask (B, T, F, 2)."""
+        return self._decode(x, skips, state, channels_last=True)
+
+    def _decode(self, x: torch.Tensor, skips: list[torch.Tensor], state: State | None,
+                channels_last: bool) -> tuple[torch.Tensor, State]:
+        """The decoder loop, through each block's ``forward`` or its channels-last ``infer_cl``."""
         n = len(self.de_convs)
         new_state: State = []
         for i, block in enumerate(self.de_convs):
+            run = block.infer_cl if channels_last else block
             x = x + skips[-1 - i]
             if isinstance(block, GTConvBlock):
-                x, s = block.infer_cl(x, None if state is None else state[2 * i:2 * i + 2])
+                x, s = run(x, None if state is None else state[2 * i:2 * i + 2])  # same shape as x
                 new_state += s
             else:
-                x = block.infer_cl(x)  # (B, T, F/2, C) then (B, T, F, C_s or 2)
+                x = run(x)  # F/4 -> F/2 -> F bins, C -> C_s or 2 channels
         if self.head is not None:
-            x = self.head.infer_cl(x + skips[-1 - n])  # (B, T, F, 2)
+            x = (self.head.infer_cl if channels_last else self.head)(x + skips[-1 - n])  # 2 channels, F bins
         return x, new_state
 
 

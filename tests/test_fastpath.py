@@ -112,13 +112,15 @@ def test_streaming_steps_match_offline_on_both_paths(preset: str) -> None:
     spec = torch.randn(1, 257, 12, 2, generator=torch.Generator().manual_seed(3))
     with torch.no_grad(), modules.fast_path(False):
         reference = model(spec)
-    with torch.no_grad(), modules.fast_path(True):
-        offline = model(spec)
+    # With autograd recording (the training fast path; without it the inference path runs,
+    # tested in test_modules.py).
+    with modules.fast_path(True):
+        offline = model(spec).detach()
         state = model.init_state(1)
         frames = []
         for t in range(spec.shape[2]):
-            out, state = model.step(spec[:, :, t:t + 1], state)
-            frames.append(out)
+            out, state = model.step(spec[:, :, t:t + 1], [s.detach() for s in state])
+            frames.append(out.detach())
     torch.testing.assert_close(offline, reference, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(torch.cat(frames, dim=2), reference, rtol=1e-4, atol=1e-5)
 
