@@ -552,7 +552,7 @@ class _ScanPlan:
         gates = torch.empty(steps, n, 3 * hid, dtype=dtype, device=device)  # (L, N, 3H): [r, z, ghn]
         cand = torch.empty(steps, n, hid, dtype=dtype, device=device)  # (L, N, H)
         self.out = torch.empty(steps, n, hid, dtype=dtype, device=device)  # (L, N, H)
-        self.steps = list(zip(
+        self.steps = list(zip(  # noqa: B905 (all of length L)
             gi[:, :, :3 * hid].unbind(0), gi[:, :, 3 * hid:].unbind(0),  # L x (N, 3H), L x (N, H)
             gates.unbind(0), gates[:, :, :2 * hid].unbind(0),  # L x (N, 3H), L x (N, 2H)
             gates[:, :, :hid].unbind(0), gates[:, :, hid:2 * hid].unbind(0),  # L x (N, H): r, z
@@ -1200,7 +1200,8 @@ class BandStem(nn.Module):
             pos = torch.arange(width, device=w.device)
             tap = torch.arange(3, device=w.device).view(3, 1, 1) - 1
             shift_m = (pos.view(1, 1, width) == pos.view(1, width, 1) + tap).to(w.dtype)  # (3, W_out, W_in)
-            mat = torch.einsum("gaobcj,jvw->gbwcavo", kern, shift_m)  # (G, k_i, W_in, C_in, k_o, W_out, C_out)
+            # (G, k_i, W_in, C_in, k_o, W_out, C_out)
+            mat = torch.einsum("gaobcj,jvw->gbwcavo", kern, shift_m)
             mat = mat.reshape(g, k * width * ci, k * width * co)  # (G, k W C_in, k W C_out)
             bias = self.conv.bias * scale + shift  # (N C_out,)
             bias = bias.view(g, k, 1, co).expand(g, k, width, co).reshape(g, 1, k * width * co)

@@ -532,7 +532,8 @@ def _run(run_config: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None, dist
     loss_sum, loss_count = 0.0, 0
     init = _init_weights(model, cfg.init_from) if cfg.init_from and ckpt is None else None
     if init is not None:
-        log.info(f"initialised from {init['source']} ({init['steps']} steps, {init['hours_seen']:.3f} h seen)")
+        log.info(f"initialised from {init['source']} ({init['steps']} steps, "
+                 f"{init['hours_seen']:.3f} h seen)")
     if ckpt is not None:
         init = ckpt["meta"].get("init")
         _unwrap(model).load_state_dict(ckpt["state_dict"])
