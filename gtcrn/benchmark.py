@@ -144,6 +144,10 @@ class _OrtStepper:
     """Runs a streaming ONNX step model (first input: one STFT frame; the rest: caches that the
     outputs after the first give back, in order) and records per-call times.
 
+    Our exports (:mod:`gtcrn.export`) have exactly one cache, the packed state:
+    ``(frame, state (S,)) -> (enhanced_frame, state_out (S,))``, zeros before the first
+    frame; the official model keeps its own interface (the frame plus three caches).
+
     ``iobinding=False``: ``session.run`` with a feed dict (the simplest loop).
     ``iobinding=True``: the states stay in two preallocated sets of buffers that the two
     bindings swap (outputs of one call are the inputs of the next); each timed call copies
@@ -163,7 +167,9 @@ class _OrtStepper:
         self.outputs = [o.name for o in self.session.get_outputs()]
         if len(self.outputs) != len(inputs):
             raise ValueError(f"{path}: {len(inputs)} inputs but {len(self.outputs)} outputs")
-        self.state = {i.name: np.zeros(i.shape, np.float32) for i in inputs[1:]}
+        if any(not isinstance(d, int) for i in inputs[1:] for d in i.shape):
+            raise ValueError(f"{path}: state inputs need fixed shapes")
+        self.state = {i.name: np.zeros(i.shape, np.float32) for i in inputs[1:]}  # zero state
         self.iobinding = iobinding
         self.times: list[float] = []
         self.last_output: np.ndarray | None = None

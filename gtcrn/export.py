@@ -1,17 +1,24 @@
 """ONNX export of the streaming step (one STFT frame in, one enhanced frame out, plus the state).
 
-Graph interface (batch 1, float32)::
+Graph interface (batch 1, float32), two inputs and two outputs::
 
     inputs : frame (1, 257, 1, 2)          one STFT frame, real/imag (gtcrn.stft framing)
-             <state names> ...             the model state, shapes of ``model.init_state(1)``
+             state (S,)                    the whole model state, packed (zeros before frame 0)
     outputs: enhanced_frame (1, 257, 1, 2)
-             <state name>_out ...          the new state: feed it back as the next inputs
+             state_out (S,)                the new packed state: feed it back as the next ``state``
 
-State names follow the model's layout: ``enc{i}_conv_cache``/``enc{i}_tra_h`` for the
-encoder's GTConvBlocks, ``dpgrnn{i}_inter_h``, ``dec{i}_conv_cache``/``dec{i}_tra_h``
-(``state_{i}`` if the layout is not recognised). Zeros are the state before the first
-frame, exactly as ``model.init_state``. The model's metadata (``metadata_props``) records
-the STFT parameters and the state names in order.
+The packed state holds every tensor of ``model.init_state(1)`` flattened (C order) and
+concatenated in that order; the graph splits it once, reshapes each part to its shape,
+and concatenates the new states at the end (one tensor in and out of ``session.run``
+instead of one per state: onnxruntime's per-input/output overhead is paid twice, not
+~30 times). The parts are named after the model's layout: ``enc{i}_conv_cache``/``enc{i}_tra_h``
+for the encoder's GTConvBlocks, ``dpgrnn{i}_inter_h``, ``dec{i}_conv_cache``/``dec{i}_tra_h``
+(``state_{i}`` if the layout is not recognised). Zeros of length S are the state before the
+first frame, exactly as ``model.init_state``. The model's metadata (``metadata_props``)
+records the STFT parameters, ``gtcrn.state_size`` (S) and ``gtcrn.state_layout``, a JSON
+list of ``{"name", "shape", "offset", "size"}`` (offsets into the packed vector), so a
+deployment needs neither torch nor this package (see ``scripts/onnx_stream_example.py``;
+:func:`unpack_state` does the unpacking here).
 
 Two graph builders:
 
@@ -32,11 +39,13 @@ Two graph builders:
   bins reversed); PReLU with one slope as LeakyRelu (fused into the Conv by
   onnxruntime); the band head as one batched MatMul; band re-layouts as a single
   Gather; the complex mask as [fr, fi, -fi, fr] * [mr, mr, mi, mi] summed in pairs
-  (no broadcasting Mul); no shape arithmetic at run time. About 165-180 nodes after
+  (no broadcasting Mul); no shape arithmetic at run time; the packed state cut by one
+  Split of its (1, S / 16, 16) view (only the conv caches reshaped). About 165-195 nodes after
   onnxruntime's own optimisations (including its NCHWc re-layouts), against about 375
   for the generic export and 434 for the official streaming model; about 2.5-3.5x
   faster per frame than the latter (``gtcrn benchmark``).
-* ``optimize=False`` traces ``model.step`` with ``torch.onnx.export`` (any architecture).
+* ``optimize=False`` traces ``model.step`` with ``torch.onnx.export`` (any architecture),
+  wrapped so that it has the same packed interface (``state`` in, ``state_out`` out).
 
 The optimised graph supports the GTCRN family as built by :class:`gtcrn.GTCRN` (both
 encoder flavours); for anything else it falls back to the generic export. When
@@ -61,6 +70,8 @@ from .stft import HOP, N_FFT, N_FREQS, SAMPLE_RATE
 
 DEFAULT_OPSET = 17
 VERIFY_TOLERANCE = 1e-4
+FRAME_INPUT, STATE_INPUT = "frame", "state"
+FRAME_OUTPUT, STATE_OUTPUT = "enhanced_frame", "state_out"
 
 
 class ExportError(RuntimeError):
@@ -92,29 +103,64 @@ def state_names(model: nn.Module) -> list[str]:
     return names
 
 
+def state_layout(model: nn.Module) -> list[dict[str, Any]]:
+    """Where each tensor of ``model.init_state(1)`` lives in the packed state vector, in order:
+    ``{"name", "shape", "offset", "size"}`` (C-order flattening, no gaps; the last offset +
+    size is the packed length S). Stored as JSON in the graph's ``gtcrn.state_layout``."""
+    layout: list[dict[str, Any]] = []
+    offset = 0
+    for name, t in zip(state_names(model), model.init_state(1, device="cpu"), strict=True):
+        size = int(t.numel())
+        layout.append({"name": name, "shape": [int(d) for d in t.shape], "offset": offset, "size": size})
+        offset += size
+    return layout
+
+
+def pack_state(state: list[torch.Tensor] | list[np.ndarray]) -> np.ndarray:
+    """A model state (``model.init_state(1)``'s tensors, in order) as the packed (S,) float32 vector."""
+    parts = [np.asarray(t.detach().cpu() if isinstance(t, torch.Tensor) else t, np.float32).reshape(-1)
+             for t in state]  # each (size,)
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)  # (S,)
+
+
+def unpack_state(packed: np.ndarray, layout: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """The packed state (S,) (or (1, S)) as ``{name: array of its shape}`` by ``layout``
+    (:func:`state_layout` or the JSON of the graph's ``gtcrn.state_layout``)."""
+    flat = np.asarray(packed).reshape(-1)  # (S,)
+    return {e["name"]: flat[e["offset"]:e["offset"] + e["size"]].reshape(e["shape"])  # (*shape)
+            for e in layout}
+
+
 # ---- generic export (torch.onnx tracing of model.step) -----------------------------------------
 
 class _StepWrapper(nn.Module):
-    """``(frame, *state) -> (enhanced_frame, *new_state)`` around ``model.step``."""
+    """``(frame, state (S,)) -> (enhanced_frame, state_out (S,))`` around ``model.step``: the
+    packed state is split and reshaped to ``shapes`` and the new state flattened and
+    concatenated (the same interface as the optimised graph)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, shapes: list[tuple[int, ...]]) -> None:
         super().__init__()
         self.model = model
+        self.shapes = shapes
+        self.sizes = [int(np.prod(sh)) for sh in shapes]
 
-    def forward(self, frame: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out, new_state = self.model.step(frame, list(state))  # (1, 257, 1, 2)
-        return (out, *new_state)
+    def forward(self, frame: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = torch.split(state, self.sizes)  # each (size,)
+        unpacked = [p.reshape(sh) for p, sh in zip(parts, self.shapes, strict=True)]  # each (*shape)
+        out, new_state = self.model.step(frame, unpacked)  # (1, 257, 1, 2)
+        return out, torch.cat([t.reshape(-1) for t in new_state])  # (S,)
 
 
-def _export_generic(model: nn.Module, path: Path, opset: int, names: list[str]) -> None:
+def _export_generic(model: nn.Module, path: Path, opset: int) -> None:
     frame = torch.zeros(1, N_FREQS, 1, 2)
-    state = model.init_state(1, device="cpu")
+    shapes = [tuple(t.shape) for t in model.init_state(1, device="cpu")]
+    state = torch.zeros(sum(int(np.prod(sh)) for sh in shapes))  # (S,)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _StepWrapper(model).eval(), (frame, *state), str(path), dynamo=False, opset_version=opset,
-            do_constant_folding=True, input_names=["frame", *names],
-            output_names=["enhanced_frame", *[n + "_out" for n in names]],
+            _StepWrapper(model, shapes).eval(), (frame, state), str(path), dynamo=False,
+            opset_version=opset, do_constant_folding=True, input_names=[FRAME_INPUT, STATE_INPUT],
+            output_names=[FRAME_OUTPUT, STATE_OUTPUT],
         )
 
 
@@ -275,8 +321,15 @@ class _Builder:
             raise _Unsupported("the optimised graph needs opset >= 17 (LayerNormalization)")
         self.m = model
         self.g = _Graph(opset)
-        self.names = state_names(model)
         self.shapes = [tuple(t.shape) for t in model.init_state(1, device="cpu")]
+
+    def state_row(self, sizes: list[int]) -> int:
+        """Row length d of the packed state's (1, S / d, d) view: the hidden size shared by the
+        3-D (GRU) states when it divides every state's size, else 1."""
+        lasts = {sh[-1] for sh in self.shapes if len(sh) == 3 and sh[0] == 1}
+        if len(lasts) == 1 and all(size % next(iter(lasts)) == 0 for size in sizes):
+            return int(next(iter(lasts)))
+        return 1
 
     # -- blocks ----------------------------------------------------------------------------------
 
@@ -587,13 +640,26 @@ class _Builder:
         erb = enc.erb
         if not isinstance(enc.sfe, SFE) or enc.sfe.kernel_size != 3:
             raise _Unsupported("encoder SFE")
-        state_in = list(self.names)
+        # The packed state (S,) viewed as (1, S / d, d) (d: the GRU states' hidden size) and split
+        # once along axis 1: the GRU states, (1, n, d), are then used as they come; only the
+        # other parts (the conv caches) need a Reshape (fewer nodes than reshaping every part).
+        if not self.shapes:
+            raise _Unsupported("a model without state")
+        sizes = [int(np.prod(sh)) for sh in self.shapes]
+        d = self.state_row(sizes)
+        rows = [size // d for size in sizes]
+        view = g.reshape(STATE_INPUT, [1, sum(rows), d])  # (1, S / d, d)
+        parts = g.op("Split", [view, g.ints(rows, "rows")], hint="state_part",
+                     outputs=len(rows), axis=1)  # each (1, size / d, d)
+        parts = parts if isinstance(parts, list) else [parts]
+        state_in = [part if tuple(sh) == (1, n, d) else g.reshape(part, list(sh))  # (*state shape)
+                    for part, sh, n in zip(parts, self.shapes, rows, strict=True)]
         state_out: list[str] = []
         s = iter(state_in)
 
         # Front end: (1, 257, 1, 2) -> [mag, real, imag] per bin (257, 3) -> ERB + SFE(3).
-        mag = g.op("Sqrt", [g.op("Add", [g.reduce_sum_square("frame", 3), g.const(np.float32(1e-12))])])
-        feat = g.reshape(g.op("Concat", [mag, "frame"], axis=3), [N_FREQS, 3])  # (257, 3)
+        mag = g.op("Sqrt", [g.op("Add", [g.reduce_sum_square(FRAME_INPUT, 3), g.const(np.float32(1e-12))])])
+        feat = g.reshape(g.op("Concat", [mag, FRAME_INPUT], axis=3), [N_FREQS, 3])  # (257, 3)
         low, n_bins = erb.low, erb.num_bins
         bm = np.zeros((N_FREQS, n_bins))
         bm[:low, :low] = np.eye(low)
@@ -708,26 +774,26 @@ class _Builder:
         mask = g.op("Transpose", [g.op("MatMul", [mask, g.const(bs)])], perm=[0, 3, 2, 1])  # (1, 257, 1, 2)
         mask4 = g.op("MatMul", [mask, g.const(np.array([[1.0, 1.0, 0.0, 0.0],
                                                          [0.0, 0.0, 1.0, 1.0]]))])  # (1, 257, 1, 4)
-        spread = g.op("MatMul", ["frame", g.const(np.array([[1.0, 0.0, 0.0, 1.0],
+        spread = g.op("MatMul", [FRAME_INPUT, g.const(np.array([[1.0, 0.0, 0.0, 1.0],
                                                             [0.0, 1.0, -1.0, 0.0]]))])  # (1, 257, 1, 4)
         pairs = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
         out = g.op("MatMul", [g.op("Mul", [spread, mask4]), g.const(pairs)])  # (1, 257, 1, 2)
-        g.nodes.append(helper.make_node("Identity", [out], ["enhanced_frame"], name="n_output"))
+        g.nodes.append(helper.make_node("Identity", [out], [FRAME_OUTPUT], name="n_output"))
         if len(state_out) != len(state_in):
             raise _Unsupported("state layout")
-        for name, produced in zip(state_in, state_out, strict=True):
-            g.nodes.append(helper.make_node("Identity", [produced], [name + "_out"],
-                                            name=f"n_{name}_out"))
+        flat = [t if tuple(sh) == (1, n, d) else g.reshape(t, [1, n, d])  # (1, size / d, d)
+                for t, sh, n in zip(state_out, self.shapes, rows, strict=True)]
+        packed = g.op("Concat", flat, axis=1)  # (1, S / d, d), in the input's order
+        g.op("Reshape", [packed, g.ints([sum(sizes)], "shape")], outputs=[STATE_OUTPUT])  # (S,)
 
         def vi(name: str, shape: tuple[int, ...]) -> Any:
             return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
 
         frame_shape = (1, N_FREQS, 1, 2)
-        shapes = list(zip(state_in, self.shapes, strict=True))
         graph = helper.make_graph(
             g.nodes, "gtcrn_step",
-            [vi("frame", frame_shape)] + [vi(n, sh) for n, sh in shapes],
-            [vi("enhanced_frame", frame_shape)] + [vi(n + "_out", sh) for n, sh in shapes],
+            [vi(FRAME_INPUT, frame_shape), vi(STATE_INPUT, (sum(sizes),))],
+            [vi(FRAME_OUTPUT, frame_shape), vi(STATE_OUTPUT, (sum(sizes),))],
             initializer=g.inits,
         )
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", g.opset)],
@@ -758,15 +824,18 @@ def _drop_identity_outputs(model: Any) -> Any:
 
 # ---- public API ----------------------------------------------------------------------------------
 
-def _metadata(model: nn.Module, names: list[str], optimized: bool) -> dict[str, str]:
+def _metadata(model: nn.Module, optimized: bool) -> dict[str, str]:
     config = getattr(model, "config", None)
+    layout = state_layout(model)
     return {
         "gtcrn.sample_rate": str(SAMPLE_RATE),
         "gtcrn.n_fft": str(N_FFT),
         "gtcrn.hop": str(HOP),
         "gtcrn.window": "sqrt(periodic hann(512)), analysis and synthesis",
         "gtcrn.latency_samples": str(N_FFT),
-        "gtcrn.state_names": json.dumps(names),
+        "gtcrn.state_size": str(sum(e["size"] for e in layout)),
+        "gtcrn.state_layout": json.dumps(layout),
+        "gtcrn.state_names": json.dumps([e["name"] for e in layout]),
         "gtcrn.config": json.dumps(config.to_dict() if config is not None else {}),
         "gtcrn.graph": "optimized" if optimized else "generic",
     }
@@ -779,7 +848,6 @@ def build_onnx(model: nn.Module, opset: int = DEFAULT_OPSET, optimize: bool = Tr
     import onnx
 
     model = model.eval()
-    names = state_names(model)
     onnx_model = None
     optimized = False
     if optimize:
@@ -793,9 +861,9 @@ def build_onnx(model: nn.Module, opset: int = DEFAULT_OPSET, optimize: bool = Tr
     if onnx_model is None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "step.onnx"
-            _export_generic(model, path, opset, names)
+            _export_generic(model, path, opset)
             onnx_model = onnx.load(str(path))
-    for key, value in _metadata(model, names, optimized).items():
+    for key, value in _metadata(model, optimized).items():
         entry = onnx_model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(onnx_model, full_check=True)
@@ -803,25 +871,31 @@ def build_onnx(model: nn.Module, opset: int = DEFAULT_OPSET, optimize: bool = Tr
 
 
 def verify_onnx(model: nn.Module, onnx_path: str | Path, frames: int = 50, seed: int = 0) -> float:
-    """Max abs difference between onnxruntime, run frame by frame with its states fed back, and
-    the torch model on the same ``frames`` random frames (every enhanced frame and the final state;
-    ``model.forward_stateful`` over all frames at once equals ``model.step`` frame by frame)."""
+    """Max abs difference between onnxruntime, run frame by frame with its packed state fed back,
+    and the torch model on the same ``frames`` random frames (every enhanced frame, and the final
+    state unpacked by the graph's ``gtcrn.state_layout``; ``model.forward_stateful`` over all
+    frames at once equals ``model.step`` frame by frame)."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    names = [i.name for i in sess.get_inputs()[1:]]
+    meta = sess.get_modelmeta().custom_metadata_map
+    layout = json.loads(meta["gtcrn.state_layout"])
     gen = torch.Generator().manual_seed(seed)
     spec = torch.randn(1, N_FREQS, frames, 2, generator=gen) * 2.0  # (1, 257, T, 2)
     with torch.inference_mode():
         ref, ref_state = model.forward_stateful(spec, model.init_state(1, device="cpu"))
-    feeds = {n: np.zeros(i.shape, np.float32) for n, i in zip(names, sess.get_inputs()[1:], strict=True)}
+    if len(layout) != len(ref_state):
+        return float("inf")
+    state = np.zeros(int(meta["gtcrn.state_size"]), np.float32)  # (S,)
     worst = 0.0
     for t in range(frames):
-        got = sess.run(None, {"frame": spec[:, :, t:t + 1].numpy(), **feeds})
-        worst = max(worst, float(np.abs(got[0] - ref[:, :, t:t + 1].numpy()).max()))
-        feeds = dict(zip(names, got[1:], strict=True))
-    for name, s in zip(names, ref_state, strict=True):
-        worst = max(worst, float(np.abs(feeds[name] - s.numpy()).max()))
+        out, state = sess.run(None, {FRAME_INPUT: spec[:, :, t:t + 1].numpy(), STATE_INPUT: state})
+        worst = max(worst, float(np.abs(out - ref[:, :, t:t + 1].numpy()).max()))
+    got = unpack_state(state, layout)
+    for entry, s in zip(layout, ref_state, strict=True):
+        if tuple(entry["shape"]) != tuple(s.shape):
+            return float("inf")
+        worst = max(worst, float(np.abs(got[entry["name"]] - s.numpy()).max()))
     return worst
 
 

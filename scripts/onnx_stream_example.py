@@ -8,7 +8,15 @@ Export the model first (``gtcrn export -o model.onnx``), then::
 The file is read in chunks of ``--chunk`` samples as if they arrived from a sound
 card; each chunk goes through :class:`OnnxStreamer`, which frames the audio
 (512-sample sqrt-Hann windows, hop 256), runs the exported ONNX step once per frame
-(feeding the returned state back) and overlap-adds the enhanced frames.
+and overlap-adds the enhanced frames. The step graph has two inputs and two outputs::
+
+    out, state = session.run(None, {"frame": frame, "state": state})
+
+``frame``/``out`` are one STFT frame (1, 257, 1, 2) float32 (real, imag); ``state`` is the
+whole model state packed into one float32 vector of length ``gtcrn.state_size`` (from the
+model's metadata), zeros before the first frame, and each call's returned state is fed to
+the next (``gtcrn.state_layout`` in the metadata says which slice is which tensor; a
+deployment never needs to look inside it).
 
 What it matches: the concatenated output equals ``model.enhance_waveform(wav)`` of the
 torch model (``torch.stft``/``torch.istft`` with ``center=True``, reflect padding,
@@ -54,10 +62,8 @@ class OnnxStreamer:
 
     def __init__(self, session: ort.InferenceSession) -> None:
         self.session = session
-        inputs = session.get_inputs()
-        self.state_names = [i.name for i in inputs[1:]]  # frame first, then the states
-        self.output_names = [o.name for o in session.get_outputs()]  # enhanced_frame, then states
-        self.state = {i.name: np.zeros(i.shape, np.float32) for i in inputs[1:]}
+        meta = session.get_modelmeta().custom_metadata_map
+        self.state = np.zeros(int(meta["gtcrn.state_size"]), np.float32)  # (S,) packed, zero state
         self.head = np.zeros(0, np.float32)  # samples before the first frame can be built
         self.buf: np.ndarray | None = None  # padded signal from the next frame's start on
         self.last = np.zeros(0, np.float32)  # last 257 input samples (end reflection)
@@ -69,9 +75,8 @@ class OnnxStreamer:
         """One 512-sample frame -> its windowed enhanced frame (512,)."""
         spec = np.fft.rfft(frame * WINDOW)  # (257,) complex
         x = np.stack([spec.real, spec.imag], axis=-1).astype(np.float32)[None, :, None, :]  # (1, 257, 1, 2)
-        outs = self.session.run(self.output_names, {"frame": x, **self.state})
-        self.state = dict(zip(self.state_names, outs[1:], strict=True))
-        y = outs[0][0, :, 0, :]  # (257, 2)
+        out, self.state = self.session.run(None, {"frame": x, "state": self.state})  # (1, 257, 1, 2), (S,)
+        y = out[0, :, 0, :]  # (257, 2)
         return np.fft.irfft(y[:, 0] + 1j * y[:, 1], N_FFT).astype(np.float32) * WINDOW  # (512,)
 
     def _run(self, limit: int | None = None) -> np.ndarray:

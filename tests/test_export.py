@@ -19,41 +19,60 @@ from tests.test_stream import reference_short, speech_like
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from gtcrn.export import ExportError, export_onnx, state_names, verify_onnx  # noqa: E402
+from gtcrn.export import (  # noqa: E402
+    ExportError,
+    export_onnx,
+    pack_state,
+    state_names,
+    unpack_state,
+    verify_onnx,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "scripts" / "onnx_stream_example.py"
 TOL = 1e-4
 
 
+def layout_of(sess: ort.InferenceSession) -> tuple[int, list[dict]]:
+    """(S, layout) from the graph's metadata, as a deployment reads them (no torch)."""
+    meta = sess.get_modelmeta().custom_metadata_map
+    return int(meta["gtcrn.state_size"]), json.loads(meta["gtcrn.state_layout"])
+
+
+def unpack(packed: np.ndarray, layout: list[dict]) -> list[np.ndarray]:
+    """The packed (S,) state cut by ``layout`` (written here independently of gtcrn.export)."""
+    return [packed[e["offset"]:e["offset"] + int(np.prod(e["shape"]))].reshape(e["shape"]) for e in layout]
+
+
 def run_frames(model: torch.nn.Module, path: Path, spec: torch.Tensor, step_frames: int = 10) -> float:
-    """Feed every frame of ``spec`` (1, 257, T, 2) to onnxruntime with its states fed back; compare
-    with the torch model: ``model.step`` frame by frame (all outputs and states) for the first
-    ``step_frames`` frames, then ``forward_stateful`` on the rest in one call (equal to stepping,
-    see tests/test_stream.py) for every enhanced frame and the final state. Returns the worst
-    absolute difference."""
+    """Feed every frame of ``spec`` (1, 257, T, 2) to onnxruntime with its packed state fed back;
+    compare with the torch model: ``model.step`` frame by frame (output and every state tensor,
+    unpacked by the metadata layout) for the first ``step_frames`` frames, then
+    ``forward_stateful`` on the rest in one call (equal to stepping, see tests/test_stream.py)
+    for every enhanced frame and the final state. Returns the worst absolute difference."""
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [i.name for i in sess.get_inputs()]
-    assert names[0] == "frame"
+    assert [i.name for i in sess.get_inputs()] == ["frame", "state"]
+    assert [o.name for o in sess.get_outputs()] == ["enhanced_frame", "state_out"]
+    size, layout = layout_of(sess)
+    packed = np.zeros(size, np.float32)  # the zero state, as init_state
     state = model.init_state(1)
-    feeds = {n: s.numpy() for n, s in zip(names[1:], state, strict=True)}
+    assert [tuple(e["shape"]) for e in layout] == [tuple(t.shape) for t in state]
     worst = 0.0
     with torch.inference_mode():
         for t in range(step_frames):
             frame = spec[:, :, t:t + 1].contiguous()  # (1, 257, 1, 2)
             out, state = model.step(frame, state)
-            got = sess.run(None, {"frame": frame.numpy(), **feeds})
-            for a, b in zip(got, [out, *state], strict=True):
-                assert a.shape == tuple(b.shape)
+            got, packed = sess.run(None, {"frame": frame.numpy(), "state": packed})
+            assert got.shape == tuple(out.shape) and packed.shape == (size,) and packed.dtype == np.float32
+            for a, b in zip([got, *unpack(packed, layout)], [out, *state], strict=True):
                 worst = max(worst, float(np.abs(a - b.numpy()).max()))
-            feeds = dict(zip(names[1:], got[1:], strict=True))
         rest, state = model.forward_stateful(spec[:, :, step_frames:], state)  # (1, 257, T', 2)
     for t in range(rest.shape[2]):
-        got = sess.run(None, {"frame": spec[:, :, step_frames + t:step_frames + t + 1].numpy(), **feeds})
-        worst = max(worst, float(np.abs(got[0] - rest[:, :, t:t + 1].numpy()).max()))
-        feeds = dict(zip(names[1:], got[1:], strict=True))
-    for name, s in zip(names[1:], state, strict=True):
-        worst = max(worst, float(np.abs(feeds[name] - s.numpy()).max()))
+        got, packed = sess.run(None, {"frame": spec[:, :, step_frames + t:step_frames + t + 1].numpy(),
+                                      "state": packed})
+        worst = max(worst, float(np.abs(got - rest[:, :, t:t + 1].numpy()).max()))
+    for a, b in zip(unpack(packed, layout), state, strict=True):
+        worst = max(worst, float(np.abs(a - b.numpy()).max()))
     return worst
 
 
@@ -64,16 +83,59 @@ def test_export_matches_torch_step(tmp_path: Path, preset: str) -> None:
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
     names = state_names(model)
-    assert [i.name for i in proto.graph.input] == ["frame", *names]
-    assert [o.name for o in proto.graph.output] == ["enhanced_frame", *[n + "_out" for n in names]]
+    # Exactly two inputs and two outputs: the frame and the packed state.
+    assert [i.name for i in proto.graph.input] == ["frame", "state"]
+    assert [o.name for o in proto.graph.output] == ["enhanced_frame", "state_out"]
     assert names[0] == "enc0_conv_cache" and "dpgrnn1_inter_h" in names
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["gtcrn.state_names"]) == names and meta["gtcrn.hop"] == "256"
     assert meta["gtcrn.graph"] == "optimized"
+    layout = json.loads(meta["gtcrn.state_layout"])
+    shapes = [tuple(t.shape) for t in model.init_state(1)]
+    assert [e["name"] for e in layout] == names and [tuple(e["shape"]) for e in layout] == shapes
+    offsets = np.cumsum([0] + [int(np.prod(sh)) for sh in shapes])  # packed back to back, in order
+    assert [e["offset"] for e in layout] == offsets[:-1].tolist()
+    assert int(meta["gtcrn.state_size"]) == offsets[-1]
+    dims = [[d.dim_value for d in v.type.tensor_type.shape.dim] for v in (*proto.graph.input,
+                                                                          *proto.graph.output)]
+    assert dims == [[1, N_FREQS, 1, 2], [offsets[-1]], [1, N_FREQS, 1, 2], [offsets[-1]]]
     spec = stft(torch.from_numpy(speech_like(100 * 256, seed=21))[None])[:, :, :100]  # (1, 257, 100, 2)
     assert run_frames(model, path, spec) <= TOL
     # An independent model gives clearly different outputs: the comparison can fail.
     assert verify_onnx(make_model(preset), path, frames=3) > 1e-2  # fresh random weights
+
+
+def test_packed_state_round_trips(tmp_path: Path) -> None:
+    """``state_out`` after some frames, unpacked by the metadata layout, is the torch model's state
+    after the same frames; packing that torch state and running on gives the torch outputs."""
+    model = make_model("gtcrn-g32")
+    path = export_onnx(model, tmp_path / "m.onnx", verify=False)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    size, layout = layout_of(sess)
+    spec = stft(torch.from_numpy(speech_like(24 * 256, seed=25))[None])[:, :, :24]  # (1, 257, 24, 2)
+    packed = np.zeros(size, np.float32)
+    for t in range(12):
+        _, packed = sess.run(None, {"frame": spec[:, :, t:t + 1].numpy(), "state": packed})
+    with torch.inference_mode():
+        _, state = model.forward_stateful(spec[:, :, :12], model.init_state(1))
+        rest, _ = model.forward_stateful(spec[:, :, 12:], state)  # (1, 257, 12, 2)
+    got = unpack(packed, layout)
+    assert all(np.abs(s.numpy()).max() > 1e-3 for s in state)  # every state tensor is non-trivial
+    for e, a, b in zip(layout, got, state, strict=True):
+        assert np.abs(a - b.numpy()).max() <= TOL, e["name"]
+    # The library's unpack_state agrees with the independent cut above, and pack_state inverts it.
+    lib = unpack_state(packed, layout)
+    assert list(lib) == [e["name"] for e in layout]
+    assert all(np.array_equal(lib[e["name"]], a) for e, a in zip(layout, got, strict=True))
+    repacked = pack_state(state)  # (S,) from the torch state
+    assert repacked.shape == (size,) and np.abs(repacked - packed).max() <= TOL
+    # A torch state packed by pack_state continues the stream like the graph's own state.
+    for t in range(12):
+        out, repacked = sess.run(None, {"frame": spec[:, :, 12 + t:13 + t].numpy(), "state": repacked})
+        assert np.abs(out - rest[:, :, t:t + 1].numpy()).max() <= TOL
+    # A wrong (zero) state visibly changes the output: the state is really used.
+    out0, _ = sess.run(None, {"frame": spec[:, :, 12:13].numpy(), "state": np.zeros(size, np.float32)})
+    assert np.abs(out0 - rest[:, :, :1].numpy()).max() > 1e-3
 
 
 @pytest.mark.parametrize("overrides", [{"stem_groups": 16, "head_groups": 8}, {"skip_fusion": False}])
@@ -93,6 +155,8 @@ def test_generic_export_matches(tmp_path: Path) -> None:
     path = export_onnx(model, tmp_path / "generic.onnx", optimize=False, verify=False)
     proto = onnx.load(str(path))
     assert {p.key: p.value for p in proto.metadata_props}["gtcrn.graph"] == "generic"
+    # The generic export has the same packed interface (run_frames checks the names too).
+    assert len(proto.graph.input) == 2 and len(proto.graph.output) == 2
     spec = stft(torch.from_numpy(speech_like(30 * 256, seed=22))[None])  # (1, 257, 31, 2)
     assert run_frames(model, path, spec) <= TOL
 
@@ -122,6 +186,7 @@ def test_cli_export(tmp_path: Path) -> None:
     assert main(["export", "--config", "gtcrn-official", "-o", str(out)]) == 0
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert sess.get_inputs()[0].shape == [1, N_FREQS, 1, 2]
+    assert sess.get_inputs()[1].shape == [layout_of(sess)[0]] and len(sess.get_outputs()) == 2
 
 
 def test_numpy_onnxruntime_example_matches_offline(tmp_path: Path) -> None:
@@ -184,7 +249,8 @@ def test_benchmark_onnx_steppers(tmp_path: Path) -> None:
         bound.run(frames)
         assert len(plain.times) == len(bound.times) == 12
         np.testing.assert_allclose(bound.last_output, plain.last_output, atol=1e-6)
-        if name == "ours":
+        if name == "ours":  # one packed state in and out
+            assert plain.state_names == ["state"] and plain.outputs == ["enhanced_frame", "state_out"]
             assert np.abs(plain.last_output[0, :, 0] - ref[0, :, -1].numpy()).max() <= TOL
     lat = time_onnx(paths, frames=4, warmup=2, iobinding=True)
     assert all(v.calls == 4 and v.median_ms > 0 for v in lat.values())
