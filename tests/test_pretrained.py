@@ -20,11 +20,11 @@ from gtcrn.metrics import si_sdr
 ROOT = Path(__file__).resolve().parents[1]
 CLEAN = Path(__file__).parent / "data" / "espeak_clean.flac"  # espeak-ng speech, generated for the project
 
-# SI-SDR gain the shipped model must give on the fixed mixtures below. The target for the shipped
-# model is 5 dB; the model trained for one hour on 2 CPU cores gives 2.6 dB (white, 0 dB SNR) and
-# 3.7 dB (pink, 5 dB SNR), so the bar is set at what it really does (an untrained or broken
-# checkpoint gives -18 to -33 dB). Raise it to 5 dB when a longer-trained model ships.
-MIN_SI_SDR_GAIN_DB = 2.0
+# SI-SDR gain the shipped model must give on the fixed mixtures below (an untrained or broken
+# checkpoint gives -18 to -33 dB). White noise at 0 dB SNR carries the 5 dB requirement; the shipped
+# model (6,240 steps on 2 CPU cores) gives 5.8 dB there. Pink noise at 5 dB SNR is a harder extra
+# check: the shipped model gives 4.5 dB, so its bar is 4 dB (raise it when a longer-trained model ships).
+MIN_SI_SDR_GAIN_DB = {"white": 5.0, "pink": 4.0}
 
 
 def _mixture(kind: str, snr_db: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +65,7 @@ def test_shipped_model_improves_si_sdr(kind, snr, seed):
     with torch.inference_mode():
         enhanced = model.enhance_waveform(torch.from_numpy(noisy)).numpy()
     gain = si_sdr(enhanced, clean) - si_sdr(noisy, clean)
-    assert gain >= MIN_SI_SDR_GAIN_DB, f"SI-SDR improvement {gain:.2f} dB"
+    assert gain >= MIN_SI_SDR_GAIN_DB[kind], f"SI-SDR improvement {gain:.2f} dB"
 
 
 def test_enhance_without_a_model_uses_the_shipped_one():
