@@ -179,7 +179,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-__all__ = ["ConfigError", "LossConfig", "ModelConfig", "PRESETS", "from_dict", "to_dict", "load_yaml", "field"]
+__all__ = ["ConfigError", "LossConfig", "ModelConfig", "PRESETS", "from_dict", "to_dict", "load_yaml",
+           "field"]
 
 
 # ---- training -------------------------------------------------------------------------------------

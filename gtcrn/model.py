@@ -19,8 +19,20 @@ from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_h
 
 from .config import ModelConfig
 from .erb import ERB
-from .modules import (SFE, BandStem, ComplexMask, ConvBlock, DPGRNN, GTConvBlock, SkipFusion, State,
-                      _REGISTRATIONS, _cached, _inference_ok, sfe_cl)
+from .modules import (
+    _REGISTRATIONS,
+    DPGRNN,
+    SFE,
+    BandStem,
+    ComplexMask,
+    ConvBlock,
+    GTConvBlock,
+    SkipFusion,
+    State,
+    _cached,
+    _inference_ok,
+    sfe_cl,
+)
 from .stft import istft, stft
 
 FEATURES = 3  # magnitude, real, imaginary

@@ -414,19 +414,26 @@ def _config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
 
 
-def _init_weights(model: nn.Module, source: str) -> dict[str, Any]:
-    """Load ``source`` (checkpoint path or preset with shipped weights) into ``model``; returns
-    what the run's record keeps about it: the source and its own steps and hours (cumulative
-    over its own ``init`` chain)."""
+def _read_init(source: str, config: ModelConfig) -> dict[str, Any]:
+    """The checkpoint ``train.init_from`` names (a path, or a preset with shipped weights), checked
+    against the run's model config. Read before the data is loaded, so a bad source fails fast."""
     path = Path(source)
     if source in PRESETS and not path.exists():
         path = pretrained_path(source)
     ckpt = read_checkpoint(path)
     theirs = ModelConfig.from_dict(ckpt["config"])
-    ours = _unwrap(model).config
-    if theirs != ours:
-        diff = sorted(k for k, v in theirs.to_dict().items() if ours.to_dict().get(k) != v)
+    if theirs != config:
+        diff = sorted(k for k, v in theirs.to_dict().items() if config.to_dict().get(k) != v)
         raise TrainError(f"{path}: train.init_from has a different model config ({', '.join(diff)})")
+    return ckpt
+
+
+def _init_weights(model: nn.Module, source: str, ckpt: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load ``source`` (see :func:`_read_init`; ``ckpt`` if already read) into ``model``; returns
+    what the run's record keeps about it: the source and its own steps and hours (cumulative
+    over its own ``init`` chain)."""
+    if ckpt is None:
+        ckpt = _read_init(source, _unwrap(model).config)
     _unwrap(model).load_state_dict(ckpt["state_dict"])
     meta = ckpt.get("meta", {})
     parent = meta.get("init") or {"steps": 0, "hours_seen": 0.0}
@@ -485,7 +492,10 @@ def train(run_config: RunConfig, run_dir: str | Path, resume: bool = False,
                              f"or choose another --run-dir")
         logger = _Logger(run_dir, dist.main, cfg.dev_metrics, cfg.tensorboard,
                          None if ckpt is None else int(ckpt["epoch"]))
-        return _run(run_config, run_dir, ckpt, dist, stop, logger, on_step, loss_fn)
+        init_ckpt = None
+        if ckpt is None and cfg.init_from:
+            init_ckpt = _read_init(cfg.init_from, run_config.model_config())
+        return _run(run_config, run_dir, ckpt, dist, stop, logger, on_step, loss_fn, init_ckpt)
     finally:
         stop.restore()
         if logger is not None:
@@ -495,7 +505,7 @@ def train(run_config: RunConfig, run_dir: str | Path, resume: bool = False,
 
 def _run(run_config: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None, dist: _Dist,
          stop: _StopFlag, log: _Logger, on_step: Callable[[StepInfo], bool | None] | None,
-         loss_fn: nn.Module | None) -> TrainResult:
+         loss_fn: nn.Module | None, init_ckpt: dict[str, Any] | None = None) -> TrainResult:
     from .data import EpochBatches, build_run_data, iterate_batches
 
     cfg = run_config.train
@@ -530,7 +540,7 @@ def _run(run_config: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None, dist
     epoch, step, start_batch = 0, 0, 0
     best: dict[str, Any] = {"metric": cfg.best_metric, "value": None, "epoch": None}
     loss_sum, loss_count = 0.0, 0
-    init = _init_weights(model, cfg.init_from) if cfg.init_from and ckpt is None else None
+    init = _init_weights(model, cfg.init_from, init_ckpt) if init_ckpt is not None else None
     if init is not None:
         log.info(f"initialised from {init['source']} ({init['steps']} steps, "
                  f"{init['hours_seen']:.3f} h seen)")

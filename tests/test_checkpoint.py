@@ -36,7 +36,7 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
         def __reduce__(self):
             raise RuntimeError("cannot pickle")
 
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError, match="cannot pickle"):
         gtcrn.save_checkpoint(model, target, meta={"x": Boom()})
     assert target.read_bytes() == first  # the old file survived the failed write
     assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()  # not mkstemp's 0600

@@ -228,6 +228,11 @@ def test_init_from_starts_from_weights_and_adds_up_totals(tiny_config, reference
                                 train=dataclasses.replace(cfg.train, init_from=str(ref_dir / "last.pt")))
     with pytest.raises(TrainError, match="channels"):
         train(other, tmp_path / "other")
+    assert not (tmp_path / "other" / "config.yaml").exists()  # refused before the data was loaded
+    missing = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train,
+                                                                 init_from=str(tmp_path / "no.pt")))
+    with pytest.raises(gtcrn.checkpoint.CheckpointError, match="no such checkpoint"):
+        train(missing, tmp_path / "missing")
 
 
 def test_init_from_the_shipped_model_by_name() -> None:
