@@ -625,9 +625,8 @@ def _from_cl(x: torch.Tensor) -> torch.Tensor:
 def sfe_cl(x: torch.Tensor, kernel_size: int = 3) -> torch.Tensor:
     """:class:`SFE` on channels-last data: (B, T, F, C) -> (B, T, F, C * k), contiguous."""
     b, t, f, c = x.shape
-    half = kernel_size // 2
-    patches = F.pad(x, (0, 0, half, half)).unfold(2, kernel_size, 1)  # (B, T, F, C, k)
-    return patches.reshape(b, t, f, c * kernel_size)  # (B, T, F, C*k): channel c * k + j
+    patches = _freq_unfold(x, kernel_size, 1, kernel_size // 2)  # (B*T*F, C*k): channel c * k + j
+    return patches.view(b, t, f, c * kernel_size)  # (B, T, F, C*k)
 
 
 class SFE(nn.Module):
@@ -796,8 +795,7 @@ class ConvBlock(nn.Module):
             return _from_cl(self.infer_cl(_to_cl(x)))  # (B, C_out, T, W_out)
         if not _use_fast(x):
             return self.act(self.bn(conv(x)))
-        if (isinstance(conv, nn.ConvTranspose2d) and conv.kernel_size == (1, 5) and conv.stride == (1, 2)
-                and conv.padding == (0, 2) and conv.dilation == (1, 1)):
+        if self._is_stride2_deconv():
             return _act(self.act, self.bn(_stride2_deconv(x, conv)))  # (B, C_out, T, 2F - 1 + pad)
         return _act(self.act, self.bn(conv(x)))
 
@@ -942,7 +940,6 @@ class GRNN(nn.Module):
                            bidirectional=bidirectional)
         self.rnn2 = nn.GRU(input_size // 2, hidden_size // 2, 1, batch_first=True,
                            bidirectional=bidirectional)
-        self._fused: tuple[tuple, list[torch.Tensor]] | None = None  # see fused_weights
 
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> State:
         dirs = 2 if self.bidirectional else 1
@@ -950,8 +947,7 @@ class GRNN(nn.Module):
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """x (B, L, input_size), state [(dirs, B, hidden)] -> y (B, L, dirs * hidden), state."""
-        if _use_inference(x) and not any(p.requires_grad and torch.is_grad_enabled()
-                                         for p in self.parameters()):
+        if _inference_ok(self, x):
             return self.forward_fused(x, state)
         if _use_fast(x):
             y, new_state = self.forward_time_major(x.transpose(0, 1), state)  # (L, B, dirs * hidden)
@@ -969,11 +965,7 @@ class GRNN(nn.Module):
         """Both groups and both directions as one unidirectional ``nn.GRU`` (weights list
         [w_ih, w_hh, b_ih, b_hh]) over the input ``[x[t], x[L-1-t]]``: hidden units ordered
         (direction, group, unit), block diagonal per gate. Cached until a parameter changes."""
-        params = list(self.parameters())
-        key = tuple((id(p), p._version) for p in params)
-        if self._fused is not None and self._fused[0] == key:
-            return self._fused[1]
-        with torch.no_grad():
+        def build() -> list[torch.Tensor]:
             dirs = ["_l0", "_l0_reverse"] if self.bidirectional else ["_l0"]
             rnns = (self.rnn1, self.rnn2)
             per_dir = {name: [_gates_block_diag([getattr(r, name + d) for r in rnns]) for d in dirs]
@@ -982,8 +974,8 @@ class GRNN(nn.Module):
                     for name in ("bias_ih", "bias_hh")}  # dirs x (3 hidden,)
             weights = [_gates_block_diag(per_dir["weight_ih"]), _gates_block_diag(per_dir["weight_hh"]),
                        _gates_cat(bias["bias_ih"]), _gates_cat(bias["bias_hh"])]
-        self._fused = (key, [w.contiguous() for w in weights])
-        return self._fused[1]
+            return [w.contiguous() for w in weights]
+        return _cached(self, build)
 
     def forward_fused(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Inference form of :meth:`forward` (same function, no autograd): one native GRU call
