@@ -146,8 +146,6 @@ class EnhancePipeline:
             raise ValueError(f"sample rates must be positive, got {rate_in} -> {rate_out}")
         self.channels, self.rate_in, self.rate_out = channels, int(rate_in), int(rate_out)
         self.mix = _attenuation_mix(attenuation_limit)
-        if chunk_frames < 1:
-            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
         self.enhancer = Streamer(model, max_frames=chunk_frames, on_spectra=on_spectra)
         self._down = _Resampler(self.rate_in, SAMPLE_RATE, channels)
         self._up = _Resampler(SAMPLE_RATE, self.rate_out, channels)
