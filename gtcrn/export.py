@@ -866,8 +866,20 @@ def build_onnx(model: nn.Module, opset: int = DEFAULT_OPSET, optimize: bool = Tr
     for key, value in _metadata(model, optimized).items():
         entry = onnx_model.metadata_props.add()
         entry.key, entry.value = key, value
+    onnx_model.ir_version = min(onnx_model.ir_version, min_ir_version(onnx_model))
     onnx.checker.check_model(onnx_model, full_check=True)
     return onnx_model
+
+
+def min_ir_version(onnx_model: Any) -> int:
+    """The oldest ONNX IR version that can hold ``onnx_model``: the one its opsets need, and at
+    least 8 if it defines functions. The ``onnx`` package stamps the newest IR version it knows
+    (14 for onnx 1.23), which older onnxruntime releases refuse to load (1.30 reads up to 13);
+    the graph itself needs nothing newer than its opsets."""
+    from onnx import helper
+
+    ir = helper.find_min_ir_version_for(list(onnx_model.opset_import), ignore_unknown=True)
+    return max(ir, 8) if len(onnx_model.functions) else ir
 
 
 def verify_onnx(model: nn.Module, onnx_path: str | Path, frames: int = 50, seed: int = 0) -> float:

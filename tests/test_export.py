@@ -189,6 +189,17 @@ def test_cli_export(tmp_path: Path) -> None:
     assert sess.get_inputs()[1].shape == [layout_of(sess)[0]] and len(sess.get_outputs()) == 2
 
 
+@pytest.mark.parametrize("optimize", [True, False])
+def test_ir_version_is_the_oldest_the_opset_allows(tmp_path: Path, optimize: bool) -> None:
+    """The file must load in onnxruntime releases older than the ``onnx`` package that wrote it:
+    opset 17 needs IR version 8 (ONNX's version table: onnx 1.12), whatever the writer's newest."""
+    import onnx
+
+    path = export_onnx(make_model("gtcrn-official"), tmp_path / "m.onnx", opset=17, optimize=optimize,
+                       verify=False)
+    assert onnx.load(str(path)).ir_version == 8
+
+
 def test_numpy_onnxruntime_example_matches_offline(tmp_path: Path) -> None:
     sf = pytest.importorskip("soundfile")
     model = make_model("gtcrn-g32")
