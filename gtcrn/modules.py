@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -263,6 +264,21 @@ def gru_scan(gi: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor, b_hn: torch
         return _gru_scan_forward(gi, h0, w_hh, b_hn, reverse)[0]
 
 
+def _merged_gru(x: torch.Tensor, h0: torch.Tensor, weights: list[torch.Tensor], batch_first: bool
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch's fused GRU (``torch.gru``) on merged weights that no ``nn.GRU`` owns: x (L, N, in)
+    (or (N, L, in) when ``batch_first``), h0 (1, N, H) -> (outputs, h_n (1, N, H)).
+
+    On CUDA, cuDNN wants RNN weights in one flat buffer (what ``nn.GRU.flatten_parameters``
+    arranges) and otherwise copies them at every call, with a warning per call site. The merged
+    weights are a few kilobytes, so the copy costs nothing worth a warning: it is silenced."""
+    if not x.is_cuda:
+        return torch.gru(x, h0, weights, True, 1, 0.0, False, False, batch_first)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
+        return torch.gru(x, h0, weights, True, 1, 0.0, False, False, batch_first)
+
+
 def _gru_gi_bias(b_ih: torch.Tensor, b_hh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(3H,) biases -> (bias of the input projection incl. b_hh's r and z parts, b_hn (H,))."""
     hid = b_hh.shape[0] // 3
@@ -452,17 +468,20 @@ torch.nn.modules.module.register_module_buffer_registration_hook(_count_registra
 torch.nn.modules.module.register_module_module_registration_hook(_count_registration)
 
 
-def _versions(tensors: list[torch.Tensor]) -> tuple[int, ...] | None:
-    """Version counters of ``tensors`` (None if one has none, e.g. an inference tensor)."""
+def _versions(tensors: list[torch.Tensor]) -> tuple[tuple[int, int], ...] | None:
+    """Version counter and data address of each of ``tensors`` (None if one has no version
+    counter, e.g. an inference tensor). The address changes when the storage is swapped without
+    re-registration: ``module.to(device)``, ``.double()`` and ``param.data = ...``."""
     try:
-        return tuple([t._version for t in tensors])
+        return tuple([(t._version, t.data_ptr()) for t in tensors])
     except RuntimeError:
         return None
 
 
 def _cached(module: nn.Module, build: Callable[[], T]) -> T:
     """``build()`` (run without autograd), cached on ``module`` until one of its parameters or
-    buffers changes: in place (version counters) or replaced (registration counter)."""
+    buffers changes: in place (version counters), moved or swapped (data addresses) or replaced
+    (registration counter)."""
     entry = module.__dict__.get("_inference_cache")
     if entry is not None and entry[0] == _REGISTRATIONS[0]:
         versions = _versions(entry[1])
@@ -990,7 +1009,7 @@ class GRNN(nn.Module):
             h0 = x.new_zeros(1, b, dirs * self.hidden_size)  # (1, B, dirs * hidden)
         else:
             h0 = state[0].transpose(0, 1).reshape(1, b, dirs * self.hidden_size)  # (1, B, dirs * hidden)
-        y, h_n = torch.gru(x, h0, self.fused_weights(), True, 1, 0.0, False, False, True)
+        y, h_n = _merged_gru(x, h0, self.fused_weights(), batch_first=True)
         # y (B, L, dirs * hidden), h_n (1, B, dirs * hidden): units (direction, group, unit)
         h_n = h_n.view(b, dirs, self.hidden_size).transpose(0, 1)  # (dirs, B, hidden)
         if not self.bidirectional:
@@ -1105,8 +1124,8 @@ class DPGRNN(nn.Module):
         xt = x.transpose(0, 1).reshape(t * b * f, c)  # (T*B*F, C)
         h0 = x.new_zeros(b * f, hid_t) if state is None else state[0][0]  # (B*F, H)
         if t > _LONG_SCAN:
-            y = torch._VF.gru(xt.view(t, b * f, c), h0.unsqueeze(0), self.inter_rnn.fused_weights(),
-                              True, 1, 0.0, False, False, False)[0]  # (T, B*F, H)
+            y = _merged_gru(xt.view(t, b * f, c), h0.unsqueeze(0), self.inter_rnn.fused_weights(),
+                            batch_first=False)[0]  # (T, B*F, H)
         else:
             gi = torch.addmm(b4_t, xt, w4_t).view(t, b * f, 4 * hid_t)  # (T, B*F, 4H)
             y = _gru_scan_infer(gi, h0, whh_t)  # (T, B*F, H)

@@ -110,6 +110,15 @@ def test_caches_follow_weight_changes(preset: str) -> None:
     with torch.inference_mode():
         replaced = model(spec)
     torch.testing.assert_close(replaced, _plain(model, spec), rtol=RTOL, atol=ATOL)
+    model.dpgrnn[0].intra_fc.weight.data = model.dpgrnn[0].intra_fc.weight.data * 0.25  # swapped
+    with torch.inference_mode():
+        swapped = model(spec)
+    torch.testing.assert_close(swapped, _plain(model, spec), rtol=RTOL, atol=ATOL)
+    model.double()  # moved (a device move swaps the storage the same way): no float32 cache left
+    with torch.inference_mode():
+        moved = model(spec.double())
+    assert moved.dtype == torch.float64
+    torch.testing.assert_close(moved, _plain(model, spec.double()), rtol=1e-9, atol=1e-9)
 
 
 def test_training_and_autograd_do_not_use_the_inference_path() -> None:
