@@ -47,7 +47,20 @@ def _run(model: nn.Module, fast: bool, spec: torch.Tensor, target: torch.Tensor,
     }
 
 
-def _assert_same(plain: dict, fast: dict) -> None:
+def _run64(model: nn.Module, fast: bool, spec: torch.Tensor, target: torch.Tensor,
+           state: list[torch.Tensor] | None) -> dict:
+    """:func:`_run` in float64."""
+    state = None if state is None else [s.double() for s in state]
+    return _run(copy.deepcopy(model).double(), fast, spec.double(), target.double(), state)
+
+
+def _assert_same(plain: dict, fast: dict, exact: dict | None = None) -> None:
+    """Float32 fast vs plain: loss, outputs, states and BatchNorm statistics to float32 rounding.
+    Gradients: within GRAD_RTOL of each tensor's scale; with ``exact`` (the plain modules in
+    float64), no further from it than 4x the plain modules' own float32 error plus that. Train-mode
+    BatchNorm gradients sum terms that nearly cancel, and how much rounding survives depends on the
+    CPU's kernels (1e-3 of the scale was seen on an AVX-512 Xeon, under 1e-4 on this project's CPU):
+    the fast path must be as accurate as the plain modules, not equal to them bit for bit."""
     assert fast["loss"] == pytest.approx(plain["loss"], rel=LOSS_RTOL)
     torch.testing.assert_close(fast["out"], plain["out"], rtol=1e-4, atol=1e-5)
     assert len(fast["state"]) == len(plain["state"])
@@ -56,9 +69,28 @@ def _assert_same(plain: dict, fast: dict) -> None:
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert fast["grads"].keys() == plain["grads"].keys()
     for name, g in plain["grads"].items():
-        assert torch.allclose(fast["grads"][name], g, rtol=GRAD_RTOL, atol=GRAD_ATOL), name
+        bound = GRAD_RTOL * g.abs().max().item() + GRAD_ATOL
+        if exact is None:
+            err = (fast["grads"][name] - g).abs().max().item()
+        else:
+            ref = exact["grads"][name]
+            err = (fast["grads"][name].double() - ref).abs().max().item()
+            bound += 4 * (g.double() - ref).abs().max().item()
+        assert err <= bound, (name, err, bound)
     for name, b in plain["buffers"].items():
         torch.testing.assert_close(fast["buffers"][name], b, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def _assert_same_float64(plain: dict, fast: dict) -> None:
+    """Float64 fast vs plain: the same function, so equal to float64 rounding (any slip in the
+    fast path's algebra shows at the scale of the values themselves)."""
+    assert fast["loss"] == pytest.approx(plain["loss"], rel=1e-12)
+    for a, b in zip([fast["out"], *fast["state"]], [plain["out"], *plain["state"]], strict=True):
+        assert (a - b).abs().max().item() <= 1e-10 * b.abs().max().item() + 1e-12
+    assert fast["grads"].keys() == plain["grads"].keys()
+    for name, g in plain["grads"].items():
+        err = (fast["grads"][name] - g).abs().max().item()
+        assert err <= 1e-9 * g.abs().max().item() + 1e-12, (name, err)
 
 
 def test_fast_path_is_on_by_default_and_the_switch_restores() -> None:
@@ -87,10 +119,12 @@ def test_loss_outputs_and_gradients_match_plain(preset: str, train: bool, with_s
     state = None
     if with_state:
         state = [0.5 * torch.randn(s.shape, generator=g) for s in model.init_state(2)]
+    exact = _run64(model, False, spec, target, state)
+    _assert_same_float64(exact, _run64(model, True, spec, target, state))
     plain = _run(model, False, spec, target, state)
     fast = _run(model, True, spec, target, state)
     assert plain["loss"] > 0
-    _assert_same(plain, fast)
+    _assert_same(plain, fast, exact)
 
 
 def test_both_gru_backward_variants_match_plain(monkeypatch: pytest.MonkeyPatch) -> None:

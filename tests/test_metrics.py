@@ -87,12 +87,15 @@ def test_identity_scores(speech: np.ndarray) -> None:
 
 
 def test_more_noise_scores_lower(speech: np.ndarray) -> None:
-    results = [compute_metrics(speech, _add_noise(speech, snr), 16000) for snr in (30, 10, -5)]
+    results = [compute_metrics(speech, _add_noise(speech, snr), 16000) for snr in (30, 20, 10, -5)]
     for key in ("pesq_wb", "pesq_nb", "stoi", "estoi", "si_sdr"):
         values = [r[key] for r in results]
-        assert values[0] > values[1] > values[2], (key, values)
+        # PESQ bottoms out near 1.0 in white noise at 10 dB SNR and below, where its order is
+        # noise (the synthetic stand-in scores 1.04 at 10 dB and 1.06 at -5 dB): compare above.
+        upto = 3 if key.startswith("pesq") else 4
+        assert all(a > b for a, b in zip(values[:upto - 1], values[1:upto], strict=True)), (key, values)
     assert results[0]["si_sdr"] == pytest.approx(30, abs=0.5)
-    assert results[2]["si_sdr"] == pytest.approx(-5, abs=0.5)
+    assert results[3]["si_sdr"] == pytest.approx(-5, abs=0.5)
 
 
 def test_pesq_resamples_other_rates(speech: np.ndarray) -> None:

@@ -40,6 +40,7 @@ def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, Pa
     data = yaml.safe_load(TINY.read_text())
     data["data"]["manifest"] = str(manifest)
     data["train"]["validate_before"] = True
+    data["train"]["device"] = "cpu"  # the CLI runs compared with it use --device cpu (CUDA: test_cuda.py)
     path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
     path.write_text(yaml.safe_dump(data))
     return RunConfig.load(path), path
