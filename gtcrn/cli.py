@@ -325,6 +325,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
                    help="instead: training throughput (seconds of audio trained per second; fwd + bwd + "
                         "Adam on batch 16 x 4 s) on the CPU, and on the GPU when there is one")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for --train (2)")
+    p.add_argument("--batch", type=int, default=16, help="batch size for --train (16 crops of 4 s)")
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
@@ -343,10 +344,13 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     if args.train:
         import torch
 
+        if args.batch < 1:
+            raise CLIError("--batch must be at least 1")
+
         from .train import format_throughput, train_throughput
 
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-        rows = [train_throughput(name, device=dev, threads=args.threads)
+        rows = [train_throughput(name, batch=args.batch, device=dev, threads=args.threads)
                 for dev in devices for name in presets]
         print(format_throughput(rows), end="")
         return 0

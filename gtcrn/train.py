@@ -184,6 +184,8 @@ def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype: bf16/fp16 on CUDA only (``auto`` = bf16 where supported, else fp16)."""
+    if amp not in ("auto", "bf16", "fp16", "none"):
+        raise ValueError(f"amp must be auto, bf16, fp16 or none, got {amp!r}")
     if device.type != "cuda" or amp == "none":
         return None
     if amp == "auto":
