@@ -10,17 +10,20 @@ arithmetic. This script measures that cost on this machine for the model's own G
 shapes (``torch.gru``, torch's C++ loop, is the cheapest eager form measured here), counts
 the sequential steps, and prints the product beside the targets of ``gtcrn benchmark``
 (torch streaming step < 2 ms per frame, offline real-time factor < 0.01), on one thread.
+With ``--train`` it times the training fast path's own time recurrences (forward +
+backward, 2 threads) for one batch of 16 x 4 s beside the budget of 100x real time.
 
 It is a floor for the recurrences only: the convolutions, norms and re-layouts of a
 frame come on top. Example::
 
-    python scripts/recurrence_floor.py --preset gtcrn-g32
+    python scripts/recurrence_floor.py --preset gtcrn-g32 [--train]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -49,14 +52,64 @@ def per_step_us(input_size: int, hidden: int, batch: int, steps: int, repeats: i
     return sorted(times)[1]
 
 
+def train_floor(model: gtcrn.GTCRN, batch: int, seconds: float, threads: int) -> None:
+    """Forward + backward of the time recurrences of one training step, as the CPU fast path
+    runs them (TRA: native GRU loop + hand-written backward; inter-frame: the fused scan)."""
+    from gtcrn.modules import _NativeGRU, gru_scan
+
+    torch.set_num_threads(threads)
+    steps = int(seconds * FRAMES_PER_SECOND) + 1
+    tras = [m for m in model.modules() if type(m).__name__ == "TRA"]
+    blocks = list(model.dpgrnn)
+
+    def median_s(fn: Callable[[], object], n: int = 5) -> float:
+        fn()
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return sorted(times)[n // 2]
+
+    total = 0.0
+    print(f"training step, batch {batch} x {seconds:g} s, {threads} threads, fast path\n")
+    print("| recurrence | count | sequential steps | forward + backward, s | total, s |")
+    print("|---|---:|---:|---:|---:|")
+    if tras:
+        g = tras[0].att_gru
+        x = torch.randn(steps, batch, g.input_size, requires_grad=True)  # (T, B, C)
+        h0 = torch.zeros(batch, g.hidden_size)  # (B, H)
+        w = [p.detach().clone().requires_grad_() for p in
+             (g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0)]
+        t = median_s(lambda: _NativeGRU.apply(x, h0, *w).sum().backward())
+        total += len(tras) * t
+        print(f"| TRA | {len(tras)} | {steps} | {t:.3f} | {len(tras) * t:.3f} |")
+    if blocks:
+        inter, width = blocks[0].inter_rnn, blocks[0].width
+        hid = inter.hidden_size
+        gi = torch.randn(steps, 3 * hid, batch * width, requires_grad=True)  # (T, 3H, B*W)
+        h0 = torch.zeros(hid, batch * width)  # (H, B*W)
+        whh = (0.3 * torch.randn(3 * hid, hid)).requires_grad_()
+        bhn = torch.zeros(hid, requires_grad=True)
+        t = median_s(lambda: gru_scan(gi, h0, whh, bhn).sum().backward())
+        total += len(blocks) * t
+        print(f"| DPGRNN inter | {len(blocks)} | {steps} | {t:.3f} | {len(blocks) * t:.3f} |")
+    budget = batch * seconds / 100.0
+    print(f"\ntime recurrences alone {total:.2f} s per step; 100x real time allows {budget:.2f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="gtcrn-g32")
     parser.add_argument("--seconds", type=float, default=60.0, help="offline file length (60)")
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--train", action="store_true", help="the training step's recurrences instead")
     args = parser.parse_args()
     torch.set_num_threads(1)
     model = gtcrn.GTCRN(gtcrn.ModelConfig.preset(args.preset)).eval()
+    if args.train:
+        train_floor(model, batch=16, seconds=4.0, threads=2)
+        return
     blocks = list(model.dpgrnn)
     frames = int(round(args.seconds * FRAMES_PER_SECOND))
     rows = []  # (name, count, input, hidden, batch, steps per frame, per-file steps)
