@@ -660,10 +660,8 @@ class _Builder:
         # Front end: (1, 257, 1, 2) -> [mag, real, imag] per bin (257, 3) -> ERB + SFE(3).
         mag = g.op("Sqrt", [g.op("Add", [g.reduce_sum_square(FRAME_INPUT, 3), g.const(np.float32(1e-12))])])
         feat = g.reshape(g.op("Concat", [mag, FRAME_INPUT], axis=3), [N_FREQS, 3])  # (257, 3)
-        low, n_bins = erb.low, erb.num_bins
-        bm = np.zeros((N_FREQS, n_bins))
-        bm[:low, :low] = np.eye(low)
-        bm[low:, low:] = _np(erb.erb_fc.weight).T
+        n_bins = erb.num_bins
+        bm = _np(enc.analysis_matrix()).T  # (257, F)
 
         skips: list[str] = []
         width = n_bins
@@ -763,9 +761,7 @@ class _Builder:
             mask = x  # (1, 2, 1, F)
         # ERB synthesis, then the mask applied in the frame's own layout as
         # [re, im] = [fr, fi, -fi, fr] * [mr, mr, mi, mi] summed in pairs (no broadcasting Mul).
-        bs = np.zeros((n_bins, N_FREQS))
-        bs[:low, :low] = np.eye(low)
-        bs[low:, low:] = _np(erb.ierb_fc.weight).T
+        bs = _np(m.synthesis_matrix()).T  # (F, 257)
         if phases is not None and dec.head is None:  # rows in the polyphase order p M + m
             st, m_len = phases
             p_, m_ = np.meshgrid(np.arange(st), np.arange(m_len), indexing="ij")

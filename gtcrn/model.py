@@ -52,6 +52,15 @@ def spectrum_features(spec: torch.Tensor) -> torch.Tensor:
     return torch.stack([mag, real, imag], dim=1)  # (B, 3, T, 257)
 
 
+def _with_low_identity(w: torch.Tensor, low: int) -> torch.Tensor:
+    """An ERB layer's weight (rows, cols) extended by the ``low`` bins it passes through:
+    (low + rows, low + cols), the identity on the first ``low`` bins and ``w`` below-right."""
+    m = w.new_zeros(low + w.shape[0], low + w.shape[1])  # (low + rows, low + cols)
+    m[:low, :low] = torch.eye(low, dtype=w.dtype, device=w.device)
+    m[low:, low:] = w
+    return m
+
+
 class Encoder(nn.Module):
     """Spectrum (B, 257, T, 2) -> features (B, C, T, F/4), the U-Net skips and the state.
 
@@ -120,14 +129,8 @@ class Encoder(nn.Module):
 
     def analysis_matrix(self) -> torch.Tensor:
         """Cached ERB analysis as one (F, 257) matrix (identity on the low bins)."""
-        def build() -> torch.Tensor:
-            w = self.erb.erb_fc.weight  # (bands, 257 - low)
-            low = self.erb.low
-            m = w.new_zeros(low + w.shape[0], w.shape[1] + low)  # (F, 257)
-            m[:low, :low] = torch.eye(low, dtype=w.dtype, device=w.device)
-            m[low:, low:] = w
-            return m
-        return _cached(self.erb, build)
+        erb = self.erb
+        return _cached(erb, lambda: _with_low_identity(erb.erb_fc.weight, erb.low))
 
     def infer_cl(self, spec: torch.Tensor, state: State | None = None
                  ) -> tuple[torch.Tensor, list[torch.Tensor], State]:
@@ -284,15 +287,7 @@ class GTCRN(nn.Module):
     def synthesis_matrix(self) -> torch.Tensor:
         """Cached ERB synthesis as one (257, F) matrix (identity on the low bins)."""
         erb = self.encoder.erb
-
-        def build() -> torch.Tensor:
-            w = erb.ierb_fc.weight  # (257 - low, bands)
-            low = erb.low
-            m = w.new_zeros(w.shape[0] + low, low + w.shape[1])  # (257, F)
-            m[:low, :low] = torch.eye(low, dtype=w.dtype, device=w.device)
-            m[low:, low:] = w
-            return m
-        return _cached(erb.ierb_fc, build)
+        return _cached(erb.ierb_fc, lambda: _with_low_identity(erb.ierb_fc.weight, erb.low))
 
     def _forward_inference(self, spec: torch.Tensor, state: State | None
                            ) -> tuple[torch.Tensor, State]:
