@@ -399,6 +399,15 @@ def _sfe_pointwise(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
     return F.conv2d(x, w, conv.bias, padding=(0, 1))
 
 
+def _stride2_phases(w: torch.Tensor, dim: int) -> torch.Tensor:
+    """The (1, 5) stride-2 transposed conv kernel ``w`` (..., 5) as its two output phases, each a
+    3-tap kernel over input bins (m - 1, m, m + 1), stacked at ``dim``: even output bins take taps
+    (4, 2, 0), odd bins (-, 3, 1)."""
+    even = w[..., [4, 2, 0]]  # (..., 3)
+    odd = F.pad(w[..., [3, 1]], (1, 0))  # (..., 3): no tap at m - 1
+    return torch.stack([even, odd], dim=dim)
+
+
 def _stride2_deconv(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
     """``ConvTranspose2d`` with kernel (1, 5), stride (1, 2), padding (0, 2) as one stride-1 conv.
 
@@ -411,9 +420,7 @@ def _stride2_deconv(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
     w = conv.weight  # (C_in, C_out / g, 1, 5)
     cin, cout_g = w.shape[0], w.shape[1]
     w = w.view(g, cin // g, cout_g, 5).transpose(1, 2)  # (g, C_out/g, C_in/g, 5)
-    even = w[..., [4, 2, 0]]  # (g, C_out/g, C_in/g, 3)
-    odd = F.pad(w[..., [3, 1]], (1, 0))  # (g, C_out/g, C_in/g, 3): taps at m, m + 1
-    w2 = torch.stack([even, odd], dim=2).reshape(g * cout_g * 2, cin // g, 1, 3)  # (2 C_out, C_in/g, 1, 3)
+    w2 = _stride2_phases(w, dim=2).reshape(g * cout_g * 2, cin // g, 1, 3)  # (2 C_out, C_in/g, 1, 3)
     bias = None if conv.bias is None else conv.bias.repeat_interleave(2)  # (2 C_out,)
     y = F.conv2d(x, w2, bias, padding=(0, 1), groups=g)  # (B, 2 C_out, T, W): (channel, phase)
     b, _, t, width = y.shape
@@ -534,12 +541,16 @@ def _dense_conv_weight(conv: nn.Module) -> torch.Tensor:
     g = conv.groups
     if g == 1:
         return w
-    co, ci_g = w.shape[0], w.shape[1]
-    blocks = w.view(g, co // g, ci_g, *w.shape[2:])  # (g, C_out/g, C_in/g, kh, kw)
-    dense = w.new_zeros(g, co // g, g, ci_g, *w.shape[2:])  # (g, C_out/g, g, C_in/g, kh, kw)
+    return _groups_dense(w.view(g, w.shape[0] // g, *w.shape[1:]))  # (C_out, C_in, kh, kw)
+
+
+def _groups_dense(blocks: torch.Tensor) -> torch.Tensor:
+    """Per-group weights (g, A, B, ...) -> one block-diagonal weight (g A, g B, ...)."""
+    g, a, b = blocks.shape[:3]
+    dense = blocks.new_zeros(g, a, g, b, *blocks.shape[3:])  # (g, A, g, B, ...)
     for k in range(g):
         dense[k, :, k] = blocks[k]
-    return dense.view(co, g * ci_g, *w.shape[2:])  # (C_out, C_in, kh, kw)
+    return dense.view(g * a, g * b, *blocks.shape[3:])  # (g A, g B, ...)
 
 
 def _gru_scan_weights(w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor,
@@ -776,14 +787,8 @@ class ConvBlock(nn.Module):
                 g = conv.groups
                 w = conv.weight  # (C_in, C_out / g, 1, 5)
                 cin, cout_g = w.shape[0], w.shape[1]
-                blocks = w.view(g, cin // g, cout_g, 5)  # (g, C_in/g, C_out/g, 5)
-                dense = w.new_zeros(g, cin // g, g, cout_g, 5)  # (g, C_in/g, g, C_out/g, 5)
-                for k in range(g):
-                    dense[k, :, k] = blocks[k]
-                dense = dense.view(cin, g * cout_g, 5)  # (C_in, C_out, 5)
-                even = dense[..., [4, 2, 0]]  # (C_in, C_out, 3): taps at m - 1, m, m + 1
-                odd = F.pad(dense[..., [3, 1]], (1, 0))  # (C_in, C_out, 3): taps at m, m + 1
-                w2 = torch.stack([even, odd], dim=2) * scale.view(1, -1, 1, 1)  # (C_in, C_out, phase, 3)
+                dense = _groups_dense(w.view(g, cin // g, cout_g, 5))  # (C_in, C_out, 5)
+                w2 = _stride2_phases(dense, dim=2) * scale.view(1, -1, 1, 1)  # (C_in, C_out, phase, 3)
                 w2 = w2.permute(0, 3, 2, 1).reshape(cin * 3, 2 * g * cout_g)  # (C_in*3, phase*C_out)
                 b2 = (bias * scale + shift).repeat(2)  # (phase*C_out,)
                 return w2.contiguous(), b2, _slope(self.act)
