@@ -485,19 +485,20 @@ def _versions(tensors: list[torch.Tensor]) -> tuple[tuple[int, int], ...] | None
         return None
 
 
-def _cached(module: nn.Module, build: Callable[[], T]) -> T:
+def _cached(module: nn.Module, build: Callable[[], T], key: object = None) -> T:
     """``build()`` (run without autograd), cached on ``module`` until one of its parameters or
     buffers changes: in place (version counters), moved or swapped (data addresses) or replaced
-    (registration counter)."""
+    (registration counter), or ``key`` (what else the value depends on, e.g. an input width)
+    differs from the cached one's."""
     entry = module.__dict__.get("_inference_cache")
-    if entry is not None and entry[0] == _REGISTRATIONS[0]:
+    if entry is not None and entry[0] == _REGISTRATIONS[0] and entry[4] == key:
         versions = _versions(entry[1])
         if versions is not None and versions == entry[2]:
             return entry[3]
     tensors = [*module.parameters(), *module.buffers()]
     with torch.inference_mode(False), torch.no_grad():
         value = build()
-    module.__dict__["_inference_cache"] = (_REGISTRATIONS[0], tensors, _versions(tensors), value)
+    module.__dict__["_inference_cache"] = (_REGISTRATIONS[0], tensors, _versions(tensors), value, key)
     return value
 
 
@@ -1182,6 +1183,14 @@ class DPGRNN(nn.Module):
         return out.permute(1, 2, 0, 3).contiguous(), new_state  # (B, C, T, F)
 
 
+def _band_taps(width: int, like: torch.Tensor) -> torch.Tensor:
+    """A (1, 3) conv inside a band of ``width`` bins (zero outside the band) as shift matrices
+    (3, W_out, W_in): entry (j, o, i) is 1 where input bin i = o + j - 1 (``like``'s dtype/device)."""
+    pos = torch.arange(width, device=like.device)  # (W,)
+    tap = torch.arange(3, device=like.device).view(3, 1, 1) - 1  # (3, 1, 1)
+    return (pos.view(1, 1, width) == pos.view(1, width, 1) + tap).to(like.dtype)  # (3, W_out, W_in)
+
+
 class BandStem(nn.Module):
     """Band stem: a grouped conv over ERB bands (G = 32: one band per group).
 
@@ -1203,35 +1212,30 @@ class BandStem(nn.Module):
         self.bn = nn.BatchNorm2d(bands * out_channels)
         self.act: nn.Module = nn.Tanh() if is_last else nn.PReLU()
 
-    def inference_weights(self) -> tuple[torch.Tensor, torch.Tensor, float | None]:
+    def inference_weights(self, width: int) -> tuple[torch.Tensor, torch.Tensor, float | None]:
         """Cached per-group dense maps with BatchNorm folded in: (G, k W C_in, k W C_out) over
-        channels-last band data (band, bin, channel), the bias (G, 1, k W C_out), PReLU slope."""
+        channels-last band data (band, bin, channel) of ``width`` bins per band, the bias
+        (G, 1, k W C_out), PReLU slope."""
         def build() -> tuple[torch.Tensor, torch.Tensor, float | None]:
             w, g, n, co = self.conv.weight, self.conv.groups, self.bands, self.out_channels
             k = n // g  # bands per group
             ci = w.shape[1] // k
-            width = self.width_hint
             scale, shift = _bn_affine(self.bn)  # (N C_out,): channel = band * C_out + out
             kern = w.view(g, k, co, k, ci, 3) * scale.view(g, k, co, 1, 1, 1)  # (G, k_o, C_out, k_i, C_in, 3)
-            pos = torch.arange(width, device=w.device)
-            tap = torch.arange(3, device=w.device).view(3, 1, 1) - 1
-            shift_m = (pos.view(1, 1, width) == pos.view(1, width, 1) + tap).to(w.dtype)  # (3, W_out, W_in)
+            shift_m = _band_taps(width, w)  # (3, W_out, W_in)
             # (G, k_i, W_in, C_in, k_o, W_out, C_out)
             mat = torch.einsum("gaobcj,jvw->gbwcavo", kern, shift_m)
             mat = mat.reshape(g, k * width * ci, k * width * co)  # (G, k W C_in, k W C_out)
             bias = self.conv.bias * scale + shift  # (N C_out,)
             bias = bias.view(g, k, 1, co).expand(g, k, width, co).reshape(g, 1, k * width * co)
             return mat.contiguous(), bias, _slope(self.act)  # bias (G, 1, k W C_out)
-        return _cached(self, build)
+        return _cached(self, build, key=width)
 
     def infer_cl(self, x: torch.Tensor) -> torch.Tensor:
         """Inference path on channels-last data: (B, T, F, C_in) -> (B, T, F, C_out)."""
         b, t, f, c = x.shape
         g = self.conv.groups
-        if self.__dict__.get("width_hint") != f // self.bands:
-            self.__dict__["width_hint"] = f // self.bands
-            self.__dict__.pop("_inference_cache", None)
-        mat, bias, slope = self.inference_weights()
+        mat, bias, slope = self.inference_weights(f // self.bands)
         xg = x.reshape(b * t, g, f * c // g).transpose(0, 1)  # (G, B*T, k W C_in)
         y = torch.baddbmm(bias, xg, mat)  # (G, B*T, k W C_out)
         y = y.transpose(0, 1).reshape(b, t, f, self.out_channels)  # (B, T, F, C_out)
@@ -1263,9 +1267,7 @@ class BandStem(nn.Module):
         co = self.out_channels
         xg = x.view(b, c, t, g, k, w).permute(3, 4, 1, 5, 0, 2)  # (G, k, C, W, B, T)
         xg = xg.reshape(g, k * c * w, b * t)  # (G, k C W, B T)
-        pos = torch.arange(w, device=x.device)  # (W,)
-        tap = torch.arange(3, device=x.device).view(3, 1, 1) - 1  # (3, 1, 1)
-        shift = (pos.view(1, 1, w) == pos.view(1, w, 1) + tap).to(x.dtype)  # (3, W_out, W_in): in = out+j-1
+        shift = _band_taps(w, x)  # (3, W_out, W_in)
         kern = self.conv.weight.view(g, k * co, k * c, 3)  # (G, k C_out, k C_in, 3)
         mat = torch.einsum("goij,jab->goaib", kern, shift)  # (G, k C_out, W_out, k C_in, W_in)
         mat = mat.reshape(g, k * co * w, k * c * w)  # (G, k C_out W, k C_in W)
@@ -1301,10 +1303,7 @@ class SkipFusion(nn.Module):
             front = (w[:, c:] / width).unsqueeze(1).expand(c, width, w.shape[1] - c)  # (C, W, C_f)
             w_all = torch.cat([w[:, :c], front.reshape(c, -1)], dim=1)  # (C, C + W C_f)
             return w_all.t().contiguous(), self.conv.bias * scale + shift, _slope(self.act)
-        if self.__dict__.get("width_hint") != width:
-            self.__dict__["width_hint"] = width
-            self.__dict__.pop("_inference_cache", None)
-        return _cached(self, build)
+        return _cached(self, build, key=width)
 
     def infer_cl(self, deep: torch.Tensor, front: torch.Tensor) -> torch.Tensor:
         """Inference path on channels-last data: deep (B, T, N, C), front (B, T, F, C_f)
