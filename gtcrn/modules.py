@@ -144,20 +144,28 @@ class _GRUScan(torch.autograd.Function):
 _INLINE_BACKWARD_SIZE = 16384
 
 
+def _gru_grad_factors(r: torch.Tensor, z: torch.Tensor, cand: torch.Tensor, ghn: torch.Tensor,
+                      h_prev: torch.Tensor, f_r: torch.Tensor, f_z: torch.Tensor, f_g: torch.Tensor,
+                      f_n: torch.Tensor, f_h: torch.Tensor) -> None:
+    """The GRU backward's per-step factors, written into ``f_*`` (views, all of r's shape): the
+    gradient of each pre-activation is its factor times dh. r and z pre-activations, ``W_hn h +
+    b_hn``, the n pre-activation, and the direct path to h_prev (z)."""
+    one_m_z = 1 - z
+    torch.mul(one_m_z, 1 - cand * cand, out=f_n)
+    torch.mul(h_prev - cand, z * one_m_z, out=f_z)
+    torch.mul(f_n, r, out=f_g)
+    torch.mul(f_g * ghn, 1 - r, out=f_r)
+    f_h.copy_(z)
+
+
 def _gru_backward_factored(grad_out: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor,
                            rz: torch.Tensor, ghn: torch.Tensor, cand: torch.Tensor,
                            h_prev: torch.Tensor, order: range) -> tuple[torch.Tensor, torch.Tensor]:
     """GRU backward loop with all per-step factors computed beforehand (few operations per
     step). Returns the pre-activation gradients (4, H, L, N) and the gradient of h0."""
     hid, steps, n = cand.shape
-    r, z = rz[:hid], rz[hid:]  # (H, L, N) each
     fac = cand.new_empty(5, hid, steps, n)  # (5, H, L, N): [r, z, W_hn h + b_hn, n, h_prev via z]
-    one_m_z = 1 - z  # (H, L, N)
-    f_n = torch.mul(one_m_z, 1 - cand * cand, out=fac[3])  # n pre-activation
-    torch.mul(h_prev - cand, z * one_m_z, out=fac[1])  # z pre-activation
-    f_g = torch.mul(f_n, r, out=fac[2])  # W_hn h + b_hn
-    torch.mul(f_g * ghn, 1 - r, out=fac[0])  # r pre-activation
-    fac[4] = z
+    _gru_grad_factors(rz[:hid], rz[hid:], cand, ghn, h_prev, *fac.unbind(0))
     w_ext = torch.cat([w_hh, torch.zeros_like(w_hh[:hid]),
                        torch.eye(hid, dtype=w_hh.dtype, device=w_hh.device)], dim=0)  # (5H, H)
     w_ext_t = w_ext.t().contiguous()  # (H, 5H)
@@ -224,12 +232,8 @@ class _NativeGRU(torch.autograd.Function):
         ghn = gh[..., 2 * hid:]  # (L, N, H)
         cand = torch.tanh(torch.addcmul(gi[..., 2 * hid:], r, ghn))  # (L, N, H)
         fac = out.new_empty(steps, n, 5, hid)  # (L, N, 5, H): [r pre, z pre, n pre, ghn, h_prev via z]
-        one_m_z = 1 - z
-        f_n = torch.mul(one_m_z, 1 - cand * cand, out=fac[:, :, 2])
-        torch.mul(h_prev - cand, z * one_m_z, out=fac[:, :, 1])
-        f_g = torch.mul(f_n, r, out=fac[:, :, 3])
-        torch.mul(f_g * ghn, 1 - r, out=fac[:, :, 0])
-        fac[:, :, 4] = z
+        f_r, f_z, f_n, f_g, f_h = fac.unbind(2)  # (L, N, H) each
+        _gru_grad_factors(r, z, cand, ghn, h_prev, f_r, f_z, f_g, f_n, f_h)
         w_ext = torch.cat([w_hh[:2 * hid], torch.zeros_like(w_hh[:hid]), w_hh[2 * hid:],
                            torch.eye(hid, dtype=w_hh.dtype, device=w_hh.device)], dim=0)  # (5H, H)
         d_pre = torch.empty_like(fac)  # (L, N, 5, H)
