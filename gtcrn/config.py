@@ -185,6 +185,9 @@ __all__ = ["ConfigError", "LossConfig", "ModelConfig", "PRESETS", "from_dict", "
 
 # ---- training -------------------------------------------------------------------------------------
 
+AMP_MODES = ("auto", "bf16", "fp16", "none")  # train.amp (see TrainConfig)
+
+
 @dataclass
 class DataConfig:
     """Training and validation data (see :mod:`gtcrn.data`).
@@ -290,7 +293,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "step", "constant"):
             raise ConfigError(f"train.schedule must be cosine, step or constant, got {self.schedule!r}")
-        if self.amp not in ("auto", "bf16", "fp16", "none"):
+        if self.amp not in AMP_MODES:
             raise ConfigError(f"train.amp must be auto, bf16, fp16 or none, got {self.amp!r}")
         if self.batch_size < 1 or self.epochs < 0 or self.max_steps < 0 or self.warmup_steps < 0:
             raise ConfigError("train.batch_size must be >= 1; epochs, max_steps, warmup_steps >= 0")

@@ -56,7 +56,7 @@ import torch
 from torch import nn
 
 from .checkpoint import _unwrap, pretrained_path, read_checkpoint, save_checkpoint
-from .config import PRESETS, ConfigError, LossConfig, ModelConfig, RunConfig, TrainConfig
+from .config import AMP_MODES, PRESETS, ConfigError, LossConfig, ModelConfig, RunConfig, TrainConfig
 from .model import GTCRN
 from .stft import SAMPLE_RATE, istft, stft
 
@@ -184,7 +184,7 @@ def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype: bf16/fp16 on CUDA only (``auto`` = bf16 where supported, else fp16)."""
-    if amp not in ("auto", "bf16", "fp16", "none"):
+    if amp not in AMP_MODES:
         raise ValueError(f"amp must be auto, bf16, fp16 or none, got {amp!r}")
     if device.type != "cuda" or amp == "none":
         return None
