@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Training-throughput benchmark and profiler for the GTCRN family.
 
-One training step = random batch (B, N) -> STFT -> model -> loss on the output
-spectrum (the project's HybridLoss, which also takes the iSTFT; plain MSE on the
-spectrum when gtcrn.losses is missing) -> backward -> Adam step. Throughput is
+One training step is the trainer's own (``gtcrn.train._train_step``) on a random batch
+(B, N): STFT -> model -> hybrid loss (with the iSTFT) -> backward -> gradient clipping
+-> Adam step. Throughput is
 reported as seconds of audio trained per wall-clock second (B * N / 16000 / step
 time), median over steps; the process CPU time per thread is printed too (less
 sensitive to other processes on a shared machine).
@@ -27,56 +27,35 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 import gtcrn
 from gtcrn import modules
-from gtcrn.config import LossConfig
-from gtcrn.stft import SAMPLE_RATE, stft
-
-
-def make_loss() -> tuple[str, Callable[..., torch.Tensor]]:
-    """The project's hybrid loss if gtcrn/losses.py exists, else MSE on the spectrum."""
-    try:
-        from gtcrn.losses import HybridLoss  # type: ignore[import-not-found]
-    except ImportError:
-        def mse(est: torch.Tensor, ref: torch.Tensor, est_wav: torch.Tensor | None,
-                ref_wav: torch.Tensor | None) -> torch.Tensor:
-            return F.mse_loss(est, ref)
-        return "mse(spectrum)", mse
-    loss = HybridLoss(LossConfig())
-    return "HybridLoss", loss
+from gtcrn.config import LossConfig, TrainConfig
+from gtcrn.losses import HybridLoss
+from gtcrn.stft import SAMPLE_RATE
+from gtcrn.train import _train_step
 
 
 def make_step(preset: str, batch: int, samples: int, seed: int = 0
               ) -> tuple[Callable[[], tuple[float, float]], str]:
-    """Build model, optimiser and a fixed random batch; returns a function doing one step
-    and returning its (wall-clock, process CPU) seconds."""
+    """Build model, optimiser and a fixed random batch; returns a function doing one step of
+    the trainer (``gtcrn.train._train_step``: STFT, model, hybrid loss with the iSTFT, backward,
+    gradient clipping, Adam) and returning its (wall-clock, process CPU) seconds."""
     torch.manual_seed(seed)
     model = gtcrn.GTCRN(gtcrn.ModelConfig.preset(preset)).train()
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     noisy = torch.randn(batch, samples) * 0.1  # (B, N)
     clean = torch.randn(batch, samples) * 0.1  # (B, N)
-    loss_name, loss_fn = make_loss()
-    needs_wav = loss_name == "HybridLoss"
+    loss_fn = HybridLoss(LossConfig())
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    grad_clip = TrainConfig().grad_clip
 
     def step() -> tuple[float, float]:
         t0, c0 = time.perf_counter(), time.process_time()
-        spec = stft(noisy)  # (B, 257, T, 2)
-        with torch.no_grad():
-            ref = stft(clean)  # (B, 257, T, 2)
-        est = model(spec)  # (B, 257, T, 2)
-        if needs_wav:
-            est_wav = gtcrn.stft.istft(est, samples)  # (B, N)
-            loss = loss_fn(est, ref, est_wav, clean)
-        else:
-            loss = loss_fn(est, ref, None, None)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _train_step(model, loss_fn, opt, scaler, noisy, clean, None, grad_clip)
         return time.perf_counter() - t0, time.process_time() - c0
 
-    return step, loss_name
+    return step, "HybridLoss"
 
 
 def main() -> None:
