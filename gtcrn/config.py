@@ -227,6 +227,14 @@ class DataConfig:
     eq_gain_db: float = 6.0
     babble_prob: float = 0.1
     babble_speakers: tuple[int, int] = (3, 6)
+    # Share of reverberated examples that use a measured room response (manifest rows of kind
+    # "rir", training split) instead of a simulated one; used only when the manifest lists some.
+    real_rir_share: float = 0.5
+    # Telephone band: the mixture and its target both pass through 8 kHz and back, as an 8 kHz
+    # recording does in `gtcrn enhance` (so that band-limited input is improved, not degraded).
+    bandlimit_prob: float = 0.0
+    # Clean input: no noise is added (the model must pass clean speech through untouched).
+    clean_prob: float = 0.0
     # Fixed dev set: dev_count items of at most dev_seconds (mixtures are seeded once).
     dev_count: int = 100
     dev_seconds: float = 6.0
@@ -242,7 +250,8 @@ class DataConfig:
             lo, hi = getattr(self, key)
             if lo > hi:
                 raise ConfigError(f"data.{key}: the low end {lo} exceeds the high end {hi}")
-        for key in ("reverb_prob", "eq_prob", "babble_prob", "dev_fraction"):
+        for key in ("reverb_prob", "eq_prob", "babble_prob", "dev_fraction", "real_rir_share",
+                    "bandlimit_prob", "clean_prob"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"data.{key} must lie in [0, 1]")
         if self.segment_seconds <= 0 or self.dev_seconds <= 0:
@@ -289,6 +298,20 @@ class TrainConfig:
     # match; the optimizer, schedule and step count start fresh. The run's record keeps the
     # source's steps and hours so totals add up.
     init_from: str | None = None
+    # Also accept an ``init_from`` of another configuration (for instance the official GTCRN
+    # checkpoint into gtcrn-g32): what fits is copied or adapted, the rest starts fresh (see
+    # gtcrn.transfer). Without it a different config is an error.
+    init_partial: bool = False
+    # For the first N steps only the blocks that started fresh are trained; the transferred
+    # ones are frozen (their weights; normalisation statistics still follow the data).
+    freeze_transferred_steps: int = 0
+    # Distillation: a teacher model spec (an official checkpoint path, "upstream:PATH",
+    # "checkpoint:PATH" or a preset with shipped weights) run on the same noisy input.
+    # loss = loss(est, clean) + teacher_weight * loss(est, teacher's output)
+    #        + feature_weight * normalised MSE between encoder features (see gtcrn.train).
+    teacher: str | None = None
+    teacher_weight: float = 0.0
+    feature_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "step", "constant"):
@@ -299,10 +322,15 @@ class TrainConfig:
             raise ConfigError("train.batch_size must be >= 1; epochs, max_steps, warmup_steps >= 0")
         if self.validate_every < 1:
             raise ConfigError("train.validate_every must be >= 1")
-        known = ("pesq_wb", "pesq_nb", "stoi", "estoi", "si_sdr")
+        known = ("pesq_wb", "pesq_nb", "stoi", "estoi", "si_sdr", "speech_gain")
         for m in self.dev_metrics:
             if m not in known:
                 raise ConfigError(f"train.dev_metrics: unknown metric {m!r}; choose from {known}")
+        if self.teacher_weight < 0 or self.feature_weight < 0 or self.freeze_transferred_steps < 0:
+            raise ConfigError("train.teacher_weight, feature_weight and freeze_transferred_steps "
+                              "must be >= 0")
+        if (self.teacher_weight or self.feature_weight) and not self.teacher:
+            raise ConfigError("train.teacher_weight / feature_weight need train.teacher")
         if self.best_metric != "dev_loss" and self.best_metric not in self.dev_metrics:
             raise ConfigError(f"train.best_metric {self.best_metric!r} must be 'dev_loss' or one of "
                               f"train.dev_metrics")

@@ -11,9 +11,10 @@ a. **On-the-fly mixing** of clean speech and noise, listed by a pool manifest (r
    2. with probability ``eq_prob`` a random biquad (low/high shelf or peak, +-``eq_gain_db``)
       on the speech and an independent one on the noise. The target carries the same speech
       EQ, so the network learns to remove noise, not to equalise;
-   3. with probability ``reverb_prob`` a room impulse response from a bank of simulated rooms
-      (pyroomacoustics, the optional ``reverb`` extra; without it a synthetic bank of
-      exponentially decaying noise tails with sparse early reflections). The mixture gets
+   3. with probability ``reverb_prob`` a room impulse response: a measured one (manifest rows of
+      kind ``rir``, training split) for a ``real_rir_share`` of these examples, else one from a
+      bank of simulated rooms (pyroomacoustics, the optional ``reverb`` extra; without it a
+      synthetic bank of exponentially decaying noise tails with sparse early reflections). The mixture gets
       the full reverberant speech, the **target the direct path plus the early reflections**
       (the first ``early_ms`` = 50 ms after the direct path), as GTCRN's authors train. Both
       are shifted by the direct-path delay, so the target stays aligned with the mixture;
@@ -21,7 +22,11 @@ a. **On-the-fly mixing** of clean speech and noise, listed by a pool manifest (r
       ``babble_prob``, babble made of 3-6 utterances of OTHER training speakers (other
       files where speakers are unknown), each at equal RMS;
    5. the noise is scaled to an SNR drawn uniformly from ``snr_db``, measured between the
-      speech as it is in the mixture (reverberant, if reverberated) and the noise;
+      speech as it is in the mixture (reverberant, if reverberated) and the noise; with
+      probability ``clean_prob`` no noise is added at all (clean input, clean target);
+   5b. with probability ``bandlimit_prob`` the mixture and the target both pass through 8 kHz
+      and back (soxr, as an 8 kHz recording does in ``gtcrn enhance``): telephone-band input,
+      telephone-band target;
    6. the mixture is scaled to an RMS level drawn from ``level_dbfs``, target with the same
       gain; if the mixture or target peak would exceed ``max_peak`` (0.99) both are scaled
       down together, so nothing ever clips.
@@ -93,7 +98,7 @@ class Entry:
     """One audio file of a pool (speech or noise)."""
 
     path: Path
-    kind: str  # "speech" | "noise"
+    kind: str  # "speech" | "noise" | "rir" (a measured room impulse response)
     split: str  # "train" | "dev"
     speaker: str | None = None
 
@@ -170,7 +175,7 @@ def read_manifest(path: str | Path) -> list[dict[str, Any]]:
 def _split_pool(entries: list[Entry], unsplit: list[int], fraction: float) -> None:
     """Give a split to entries that have none: speech by speaker, noise by file."""
     speech = [i for i in unsplit if entries[i].kind == "speech"]
-    noise = [i for i in unsplit if entries[i].kind == "noise"]
+    noise = [i for i in unsplit if entries[i].kind in ("noise", "rir")]
     dev_spk = held_out([entries[i].speaker or str(entries[i].path) for i in speech], fraction)
     for i in speech:
         entries[i].split = "dev" if (entries[i].speaker or str(entries[i].path)) in dev_spk else "train"
@@ -188,9 +193,9 @@ def pool_entries(cfg: DataConfig) -> list[Entry]:
             if "path" not in row:
                 continue
             kind = row.get("kind")
-            if kind not in ("speech", "noise"):
+            if kind not in ("speech", "noise", "rir"):
                 raise DataError(f"{cfg.manifest}: row for {row['path']} has kind {kind!r} "
-                                f"(expected speech or noise)")
+                                f"(expected speech, noise or rir)")
             split = row.get("split")
             if split not in (None, "train", "dev"):
                 raise DataError(f"{cfg.manifest}: row for {row['path']} has split {split!r}")
@@ -404,6 +409,16 @@ class RIR:
     direct: int
 
 
+def measured_rir(taps: np.ndarray) -> RIR:
+    """A measured impulse response (1-D) as an :class:`RIR`: the direct path is its largest tap,
+    and the taps are scaled so that the direct path is 1 (the level is set by the mixing)."""
+    taps = np.asarray(taps, dtype=np.float32)
+    if taps.ndim != 1 or taps.size == 0 or not np.any(taps):
+        raise DataError("a room impulse response must be a non-silent 1-D signal")
+    direct = int(np.argmax(np.abs(taps)))
+    return RIR((taps / taps[direct]).astype(np.float32), direct)
+
+
 def synthetic_rir(rng: np.random.Generator, rt60: float, sample_rate: int = SAMPLE_RATE) -> RIR:
     """A simple synthetic room: direct path after 2-15 ms, 4-12 sparse early reflections in
     the first 50 ms and a Gaussian tail decaying by 60 dB over ``rt60`` seconds, at a random
@@ -508,6 +523,15 @@ def reverberate(speech: np.ndarray, rir: RIR, early_ms: float, sample_rate: int 
     return full.astype(np.float32), early.astype(np.float32)
 
 
+def telephone_band(x: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """``x`` (1-D) through 8 kHz and back: what is left of a signal recorded or sent at 8 kHz
+    once `gtcrn enhance` has brought it to 16 kHz (nothing above 4 kHz); same length."""
+    narrow = resample(np.asarray(x, np.float32), sample_rate, 8000)  # (N/2,)
+    wide = resample(narrow, 8000, sample_rate).astype(np.float64)  # (~N,)
+    n = x.shape[0]
+    return wide[:n] if wide.shape[0] >= n else np.pad(wide, (0, n - wide.shape[0]))
+
+
 # ---- mixing ---------------------------------------------------------------------------------
 
 @dataclass
@@ -522,10 +546,12 @@ class Mixture:
     level_dbfs: float
     gain: float
     speaker: str | None
-    noise_kind: str  # "noise" | "babble"
+    noise_kind: str  # "noise" | "babble" | "none" (clean input)
     babble_speakers: list[str | None] = field(default_factory=list)
     reverb: bool = False
     eq: bool = False
+    real_rir: bool = False
+    bandlimited: bool = False
 
 
 class MixingDataset(torch.utils.data.Dataset):
@@ -537,7 +563,8 @@ class MixingDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, speech: AudioBank, speakers: Sequence[str | None], noise: AudioBank,
-                 cfg: DataConfig, seed: int, segment: int, rirs: Sequence[RIR] = ()) -> None:
+                 cfg: DataConfig, seed: int, segment: int, rirs: Sequence[RIR] = (),
+                 real_rirs: Sequence[RIR] = ()) -> None:
         if len(speech) == 0:
             raise DataError("no speech files for mixing")
         if len(noise) == 0:
@@ -549,6 +576,7 @@ class MixingDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.segment = int(segment)
         self.rirs = list(rirs)
+        self.real_rirs = list(real_rirs)
         # Per utterance: the utterances of other speakers (other files where speakers are unknown).
         by_speaker: dict[str, list[int]] = {}
         for i, s in enumerate(self.speakers):
@@ -596,9 +624,12 @@ class MixingDataset(torch.utils.data.Dataset):
         if eq:
             b, a = random_biquad(rng, cfg.eq_gain_db)
             dry = sps.lfilter(b, a, dry).astype(np.float32)
-        reverb = bool(self.rirs) and bool(rng.random() < cfg.reverb_prob)
+        reverb = bool(self.rirs or self.real_rirs) and bool(rng.random() < cfg.reverb_prob)
+        real_rir = False
         if reverb:
-            rir = self.rirs[int(rng.integers(0, len(self.rirs)))]
+            real_rir = bool(self.real_rirs) and (not self.rirs or bool(rng.random() < cfg.real_rir_share))
+            bank = self.real_rirs if real_rir else self.rirs
+            rir = bank[int(rng.integers(0, len(bank)))]
             speech, target = reverberate(dry, rir, cfg.early_ms)
         else:
             speech, target = dry, dry.copy()
@@ -620,11 +651,19 @@ class MixingDataset(torch.utils.data.Dataset):
             noise = sps.lfilter(b, a, noise).astype(np.float32)
         snr = float(rng.uniform(*cfg.snr_db))
         level = float(rng.uniform(*cfg.level_dbfs))
+        # Drawn only when enabled, so that configs without them keep their random streams.
+        clean_input = cfg.clean_prob > 0 and bool(rng.random() < cfg.clean_prob)
+        bandlimited = cfg.bandlimit_prob > 0 and bool(rng.random() < cfg.bandlimit_prob)
         speech64, target64, noise64 = (np.asarray(v, np.float64) for v in (speech, target, noise))
         p_speech = float(np.mean(speech64**2))
         p_noise = float(np.mean(noise64**2))
-        if p_speech > 0 and p_noise > 0:
+        if clean_input:
+            noise64[:] = 0.0
+            snr, noise_kind, babble_spk = math.inf, "none", []
+        elif p_speech > 0 and p_noise > 0:
             noise64 *= np.sqrt(p_speech / (p_noise * 10.0 ** (snr / 10.0)))
+        if bandlimited:
+            speech64, target64, noise64 = (telephone_band(v) for v in (speech64, target64, noise64))
         noisy64 = speech64 + noise64
         gain = 10.0 ** (level / 20.0) / rms(noisy64)
         peak = gain * max(float(np.max(np.abs(noisy64))), float(np.max(np.abs(target64))))
@@ -632,7 +671,7 @@ class MixingDataset(torch.utils.data.Dataset):
             gain *= cfg.max_peak / peak
         as32 = [(v * gain).astype(np.float32) for v in (noisy64, target64, speech64, noise64)]
         return Mixture(as32[0], as32[1], as32[2], as32[3], snr, level, gain, self.speakers[index],
-                       noise_kind, babble_spk, reverb, eq)
+                       noise_kind, babble_spk, reverb, eq, real_rir, bandlimited)
 
     def rng_for(self, key: int | tuple[int, int, int]) -> tuple[int, np.random.Generator]:
         """(utterance index, generator) for a dataset key."""
@@ -735,12 +774,12 @@ class RunData:
 
 
 def make_dev_mixtures(speech: AudioBank, speakers: Sequence[str | None], noise: AudioBank,
-                      cfg: DataConfig, seed: int, rirs: Sequence[RIR] = ()
+                      cfg: DataConfig, seed: int, rirs: Sequence[RIR] = (), real_rirs: Sequence[RIR] = ()
                       ) -> list[tuple[np.ndarray, np.ndarray]]:
     """``cfg.dev_count`` fixed (noisy, target) mixtures of ``dev_seconds`` from dev speech/noise,
     seeded by (seed, item) only: the same on every call."""
     segment = int(round(cfg.dev_seconds * SAMPLE_RATE))
-    ds = MixingDataset(speech, speakers, noise, cfg, seed, segment, rirs)
+    ds = MixingDataset(speech, speakers, noise, cfg, seed, segment, rirs, real_rirs)
     out = []
     for i in range(cfg.dev_count):
         rng = np.random.default_rng([seed, _DEV_STREAM, i])
@@ -774,9 +813,11 @@ def build_run_data(cfg: DataConfig, seed: int, progress: bool = False, log=print
     cache_dir = cfg.cache_dir if cfg.cache == "disk" else None
     pairs = pair_entries(cfg)
     pool = pool_entries(cfg)
-    if pairs and pool:
-        raise DataError("a config feeds either on-the-fly mixing (speech/noise) or pairs, not both")
-    if pairs:
+    dev_pairs_only = bool(pairs) and all(p.split == "dev" for p in pairs) and bool(cfg.dev_paired_dir)
+    if pairs and pool and not dev_pairs_only:
+        raise DataError("a config feeds either on-the-fly mixing (speech/noise) or training pairs, not "
+                        "both (data.dev_paired_dir may go with mixing: it is then the dev set)")
+    if pairs and not pool:
         train = [p for p in pairs if p.split == "train"]
         dev = [p for p in pairs if p.split == "dev"]
         if not train or not dev:
@@ -799,11 +840,21 @@ def build_run_data(cfg: DataConfig, seed: int, progress: bool = False, log=print
         raise DataError("data.cache = none is for paired corpora; mixing pools need memory or disk")
     groups = {(k, s): [e for e in pool if e.kind == k and e.split == s]
               for k in ("speech", "noise") for s in ("train", "dev")}
-    for key in (("speech", "train"), ("speech", "dev"), ("noise", "train")):
+    if dev_pairs_only:  # the dev set is the pairs: no dev mixtures to build
+        groups[("speech", "dev")], groups[("noise", "dev")] = [], []
+
+    def measured(split: str) -> list[RIR]:
+        if cfg.reverb_prob == 0 or cfg.real_rir_share == 0:
+            return []
+        return [measured_rir(load_mono_16k(e.path)) for e in pool if e.kind == "rir" and e.split == split]
+
+    real_rirs, dev_real_rirs = measured("train"), measured("dev")
+    needed = (("speech", "train"), ("noise", "train")) + (() if dev_pairs_only else (("speech", "dev"),))
+    for key in needed:
         if not groups[key]:
             raise DataError(f"no {key[1]} {key[0]} files (dev speakers are held out by data.dev_fraction "
                             f"where the source gives no split)")
-    if not groups[("noise", "dev")]:
+    if not groups[("noise", "dev")] and not dev_pairs_only:
         log("data: no dev noise files; the dev mixtures use the training noise")
         groups[("noise", "dev")] = groups[("noise", "train")]
     banks = {key: AudioBank([e.path for e in v], cfg.cache, cache_dir, progress, f"{key[1]} {key[0]}")
@@ -818,14 +869,20 @@ def build_run_data(cfg: DataConfig, seed: int, progress: bool = False, log=print
         rirs = rir_bank(cfg.rir_count, cfg.rt60, seed, backend, rir_cache)
     spk = {s: [e.speaker for e in groups[("speech", s)]] for s in ("train", "dev")}
     ds = MixingDataset(banks[("speech", "train")], spk["train"], banks[("noise", "train")], cfg, seed,
-                       segment, rirs)
-    dev_set = make_dev_mixtures(banks[("speech", "dev")], spk["dev"], banks[("noise", "dev")], cfg, seed,
-                                rirs)
+                       segment, rirs, real_rirs)
+    if dev_pairs_only:
+        dev_set = _dev_pairs(AudioBank([p.noisy for p in pairs], "memory", None, progress, "dev noisy"),
+                             AudioBank([p.clean for p in pairs], "memory", None, progress, "dev clean"),
+                             cfg, seed)
+    else:
+        dev_set = make_dev_mixtures(banks[("speech", "dev")], spk["dev"], banks[("noise", "dev")], cfg,
+                                    seed, rirs, dev_real_rirs)
     hours = {f"{s}_{k}_hours": round(sum(banks[(k, s)].lengths) / SAMPLE_RATE / 3600, 3)
              for k in ("speech", "noise") for s in ("train", "dev")}
     summary = {"source": "mixing", "train_utterances": len(ds),
                "train_speakers": len(set(spk["train"])), "dev_speakers": len(set(spk["dev"])),
-               "dev_mixtures": len(dev_set), "rirs": len(rirs), **hours}
+               "dev_mixtures": len(dev_set), "dev": "pairs" if dev_pairs_only else "mixtures",
+               "rirs": len(rirs), "measured_rirs": len(real_rirs), **hours}
     return RunData(ds, dev_set, "mixing", summary)
 
 

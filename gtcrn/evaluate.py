@@ -39,7 +39,9 @@ from .stft import SAMPLE_RATE
 
 NOISY = "noisy"
 DNSMOS_COLUMNS: dict[str, str] = {"dnsmos_sig": "SIG", "dnsmos_bak": "BAK", "dnsmos_ovrl": "OVRL"}
-FAST_KEYS: tuple[str, ...] = ("pesq_wb", "stoi", "si_sdr", "si_sdr_i")
+FAST_KEYS: tuple[str, ...] = ("pesq_wb", "stoi", "si_sdr", "si_sdr_i", "speech_gain")
+# Columns whose table cell is the median over the files, not the mean (a level in dB).
+MEDIAN_COLUMNS: frozenset[str] = frozenset({"speech_gain"})
 CSV_NAME = "per_file.csv"
 JSON_NAME = "summary.json"
 MARKDOWN_NAME = "summary.md"
@@ -48,6 +50,7 @@ _COLUMNS: dict[str, tuple[str, str]] = {
     "pesq_wb": ("PESQ-WB", "{:.3f}"), "pesq_nb": ("PESQ-NB", "{:.3f}"),
     "stoi": ("STOI", "{:.4f}"), "estoi": ("ESTOI", "{:.4f}"),
     "si_sdr": ("SI-SDR (dB)", "{:.2f}"), "si_sdr_i": ("SI-SDRi (dB)", "{:.2f}"),
+    "speech_gain": ("speech gain (dB, median)", "{:.2f}"),
     "dnsmos_sig": ("DNSMOS SIG", "{:.3f}"), "dnsmos_bak": ("DNSMOS BAK", "{:.3f}"),
     "dnsmos_ovrl": ("DNSMOS OVRL", "{:.3f}"),
 }
@@ -217,6 +220,11 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return float(np.mean(good)) if good else None
 
 
+def _median(values: Iterable[float | None]) -> float | None:
+    good = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return float(np.median(good)) if good else None
+
+
 def evaluate(models: Mapping[str, GTCRN], noisy_dir: str | Path, clean_dir: str | Path | None = None,
              out_dir: str | Path | None = None, *, metric_rate: int | None = SAMPLE_RATE,
              use_dnsmos: bool | None = None, fast: bool = False, save_audio: bool = False,
@@ -286,6 +294,7 @@ def evaluate(models: Mapping[str, GTCRN], noisy_dir: str | Path, clean_dir: str 
                   if any(k in keys and r.get(f"{label}/{k}") is None for k in ("pesq_wb", "pesq_nb"))]
         summary["systems"][label] = {
             "mean": {c: _mean(r.get(f"{label}/{c}") for r in rows) for c in columns},
+            "median": {c: _median(r.get(f"{label}/{c}") for r in rows) for c in columns},
             "count": {c: sum(r.get(f"{label}/{c}") is not None for r in rows) for c in columns},
             "pesq_failures": len(failed),
             "pesq_failed_files": failed,
@@ -304,11 +313,12 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
     for label, info in summary["systems"].items():
         cells = []
         for c in columns:
-            v = info["mean"].get(c)
+            v = info["median" if c in MEDIAN_COLUMNS else "mean"].get(c)
             cells.append("n/a" if v is None else _COLUMNS[c][1].format(v))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(f"{summary['num_files']} file(s); means over the files each metric could score.")
+    lines.append(f"{summary['num_files']} file(s); means over the files each metric could score"
+                 + (", medians for the speech gain." if "speech_gain" in columns else "."))
     for label, info in summary["systems"].items():
         if info["pesq_failures"]:
             lines.append(f"PESQ failed on {info['pesq_failures']} file(s) for {label} (no utterance "
@@ -356,8 +366,9 @@ def evaluate_pairs(model: GTCRN, pairs: Sequence[tuple[Any, Any]], sample_rate: 
                    | None = None) -> dict[str, float | int | None]:
     """Mean metrics of ``model`` on in-memory (noisy, clean) 1-D pairs (numpy or torch).
 
-    Returns ``pesq_wb``, ``stoi``, ``si_sdr``, ``si_sdr_i`` (+ ``pesq_nb`` and ``estoi`` unless
-    ``fast``), ``pesq_failures`` and ``num_pairs``. The model is run in eval mode and put back
+    Returns ``pesq_wb``, ``stoi``, ``si_sdr``, ``si_sdr_i``, ``speech_gain`` (the median; the
+    others are means) (+ ``pesq_nb`` and ``estoi`` unless ``fast``), ``pesq_failures`` and
+    ``num_pairs``. The model is run in eval mode and put back
     in its previous mode afterwards.
     """
     keys = [k for k in METRIC_KEYS if not fast or k in FAST_KEYS]
@@ -376,7 +387,8 @@ def evaluate_pairs(model: GTCRN, pairs: Sequence[tuple[Any, Any]], sample_rate: 
                 per_key[k].append(v)
     finally:
         model.train(was_training)
-    result: dict[str, float | int | None] = {k: _mean(v) for k, v in per_key.items()}
+    result: dict[str, float | int | None] = {
+        k: (_median if k in MEDIAN_COLUMNS else _mean)(v) for k, v in per_key.items()}
     result["pesq_failures"] = sum(v is None for v in per_key.get("pesq_wb", []))
     result["num_pairs"] = len(pairs)
     return result

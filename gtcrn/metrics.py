@@ -6,6 +6,8 @@
   ``None`` when PESQ cannot score the pair (no utterance detected, too short, digital silence).
 * :func:`stoi_score` - STOI / extended STOI through ``pystoi`` (``None`` when the reference has
   too little active speech for the 30-frame intermediate measure).
+* :func:`speech_gain_db` - the level of the speech in an estimate against the reference, in dB
+  (0 dB: speech kept at its level; negative: turned down).
 * :func:`compute_metrics` - all of the above in one dict.
 * :func:`dnsmos` - non-intrusive DNSMOS P.835 SIG/BAK/OVRL through the optional ``speechmos``
   package (``pip install 'gtcrn[dnsmos]'``); ``None`` when it is not installed.
@@ -24,7 +26,7 @@ from .audio import resample
 
 PESQ_RATES: dict[str, int] = {"wb": 16000, "nb": 8000}
 # All keys compute_metrics can produce, in report order.
-METRIC_KEYS: tuple[str, ...] = ("pesq_wb", "pesq_nb", "stoi", "estoi", "si_sdr", "si_sdr_i")
+METRIC_KEYS: tuple[str, ...] = ("pesq_wb", "pesq_nb", "stoi", "estoi", "si_sdr", "si_sdr_i", "speech_gain")
 DNSMOS_KEYS: tuple[str, ...] = ("SIG", "BAK", "OVRL")
 DNSMOS_RATE = 16000
 
@@ -63,6 +65,21 @@ def si_sdr(estimate: Any, reference: Any) -> float:
     target = alpha * ref
     noise = est - target
     return float(10.0 * np.log10((np.dot(target, target) + _EPS) / (np.dot(noise, noise) + _EPS)))
+
+
+def speech_gain_db(estimate: Any, reference: Any) -> float:
+    """Gain in dB applied to the speech: ``20 log10(alpha)`` with ``alpha = <e, r> / <r, r>``
+    (mean-removed), the scale of the reference found in the estimate, as in :func:`si_sdr`.
+
+    A denoiser that keeps the speech at its level scores 0 dB; one that turns it down by half
+    scores about -6 dB. An estimate uncorrelated with (or opposite to) the reference gives
+    ``-inf`` clipped to -100 dB.
+    """
+    ref, est = _pair(reference, estimate)
+    ref = ref - ref.mean()
+    est = est - est.mean()
+    alpha = float(np.dot(est, ref)) / (float(np.dot(ref, ref)) + _EPS)
+    return float(20.0 * np.log10(max(alpha, 1e-5)))
 
 
 def pesq_score(reference: Any, estimate: Any, sample_rate: int, mode: str = "wb") -> float | None:
@@ -112,8 +129,9 @@ def compute_metrics(reference: Any, estimate: Any, sample_rate: int = 16000, noi
                     metrics: Iterable[str] | None = None) -> dict[str, float | None]:
     """Intrusive metrics of ``estimate`` against ``reference`` (1-D, same length and rate).
 
-    Keys: ``pesq_wb``, ``pesq_nb``, ``stoi``, ``estoi``, ``si_sdr``, plus ``si_sdr_i`` (SI-SDR
-    of the estimate minus that of ``noisy``) when ``noisy`` is given. ``metrics`` restricts the
+    Keys: ``pesq_wb``, ``pesq_nb``, ``stoi``, ``estoi``, ``si_sdr``, ``speech_gain`` (see
+    :func:`speech_gain_db`), plus ``si_sdr_i`` (SI-SDR of the estimate minus that of ``noisy``)
+    when ``noisy`` is given. ``metrics`` restricts the
     computation to a subset of those keys (e.g. ``("pesq_wb", "stoi", "si_sdr")`` for speed).
     A value is ``None`` when the pair could not be scored (PESQ found no utterance, too few
     active STOI frames, or - for every metric - a silent reference).
@@ -140,6 +158,8 @@ def compute_metrics(reference: Any, estimate: Any, sample_rate: int = 16000, noi
         if noisy is not None and "si_sdr_i" in wanted:
             _, noisy_arr = _pair(ref, noisy)
             out["si_sdr_i"] = None if value is None else value - si_sdr(noisy_arr, ref)
+    if "speech_gain" in wanted:
+        out["speech_gain"] = None if not np.any(ref) else speech_gain_db(est, ref)
     return out
 
 
@@ -182,4 +202,4 @@ def dnsmos(audio: Any, sample_rate: int, required: bool = False) -> dict[str, fl
 
 
 __all__ = ["DNSMOS_KEYS", "METRIC_KEYS", "MetricUnavailableError", "compute_metrics", "dnsmos",
-           "dnsmos_available", "pesq_score", "si_sdr", "stoi_score"]
+           "dnsmos_available", "pesq_score", "si_sdr", "speech_gain_db", "stoi_score"]

@@ -55,7 +55,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import _unwrap, pretrained_path, read_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    _unwrap,
+    load_upstream,
+    pretrained_path,
+    read_checkpoint,
+    save_checkpoint,
+)
 from .config import AMP_MODES, PRESETS, ConfigError, LossConfig, ModelConfig, RunConfig, TrainConfig
 from .model import GTCRN
 from .stft import SAMPLE_RATE, istft, stft
@@ -416,35 +423,91 @@ def _config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
 
 
-def _read_init(source: str, config: ModelConfig) -> dict[str, Any]:
-    """The checkpoint ``train.init_from`` names (a path, or a preset with shipped weights), checked
-    against the run's model config. Read before the data is loaded, so a bad source fails fast."""
-    path = Path(source)
-    if source in PRESETS and not path.exists():
+UPSTREAM_PREFIX = "upstream:"
+#: Recorded with every run (and shipped model) that starts from an official GTCRN checkpoint.
+UPSTREAM_CREDIT = {
+    "weights": "official GTCRN checkpoint (Rong et al., 'GTCRN: A Speech Enhancement Model Requiring "
+               "Ultralow Computational Resources', ICASSP 2024; github.com/Xiaobin-Rong/gtcrn)",
+    "licence": "MIT",
+}
+
+
+def _read_init(source: str, config: ModelConfig, partial: bool = False) -> dict[str, Any]:
+    """The checkpoint ``train.init_from`` names, checked against the run's model config: a path
+    to one of our checkpoints, a preset with shipped weights, or an official GTCRN checkpoint
+    (a path, or ``upstream:PATH``). Read before the data is loaded, so a bad source fails fast.
+
+    A different model config is an error unless ``partial`` (``train.init_partial``); the dict
+    then has ``"partial": True`` and the weights go through :func:`gtcrn.transfer.transfer_state`.
+    """
+    official = source.startswith(UPSTREAM_PREFIX)
+    path = Path(source[len(UPSTREAM_PREFIX):] if official else source)
+    if not official and source in PRESETS and not path.exists():
         path = pretrained_path(source)
-    ckpt = read_checkpoint(path)
+    ckpt: dict[str, Any] | None = None
+    if not official:
+        try:
+            ckpt = read_checkpoint(path)
+        except CheckpointError as exc:
+            if "official GTCRN checkpoint" not in str(exc):
+                raise
+            official = True
+    if official:
+        upstream = load_upstream(path)
+        ckpt = {"config": upstream.config.to_dict(), "state_dict": upstream.state_dict(),
+                "meta": {"upstream": {"file": path.name, **UPSTREAM_CREDIT}}}
+    assert ckpt is not None
     theirs = ModelConfig.from_dict(ckpt["config"])
-    if theirs != config:
+    ckpt["partial"] = theirs != config
+    if ckpt["partial"] and not partial:
         diff = sorted(k for k, v in theirs.to_dict().items() if config.to_dict().get(k) != v)
-        raise TrainError(f"{path}: train.init_from has a different model config ({', '.join(diff)})")
+        raise TrainError(f"{path}: train.init_from has a different model config ({', '.join(diff)}); "
+                         f"set train.init_partial: true to copy what fits and start the rest fresh")
     return ckpt
 
 
-def _init_weights(model: nn.Module, source: str, ckpt: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Load ``source`` (see :func:`_read_init`; ``ckpt`` if already read) into ``model``; returns
-    what the run's record keeps about it: the source and its own steps and hours (cumulative
-    over its own ``init`` chain)."""
+def _init_weights(model: nn.Module, source: str, ckpt: dict[str, Any] | None = None,
+                  partial: bool = False) -> dict[str, Any]:
+    """Load ``source`` (see :func:`_read_init`; ``ckpt`` if already read) into ``model``.
+
+    Returns what the run's record keeps about it: the source and its own steps and hours,
+    cumulative over its own ``init`` chain, plus the transfer report and the upstream credit
+    where they apply."""
+    net = _unwrap(model)
     if ckpt is None:
-        ckpt = _read_init(source, _unwrap(model).config)
-    _unwrap(model).load_state_dict(ckpt["state_dict"])
+        ckpt = _read_init(source, net.config, partial)
     meta = ckpt.get("meta", {})
+    record: dict[str, Any] = {"source": str(source)}
+    if ckpt.get("partial"):
+        from .transfer import transfer_state
+
+        report = transfer_state(net, ckpt["state_dict"])
+        record["transfer"] = report.to_dict()
+        record["transfer_summary"] = report.summary()
+    else:
+        net.load_state_dict(ckpt["state_dict"])
     parent = meta.get("init") or {"steps": 0, "hours_seen": 0.0}
     steps = int(meta.get("steps_total", meta.get("step", 0)))  # shipped records keep totals
     hours = float(meta.get("hours_of_audio_seen", meta.get("hours_seen", 0.0)))
     if "steps_total" not in meta:
         steps += int(parent["steps"])
         hours += float(parent["hours_seen"])
-    return {"source": str(source), "steps": steps, "hours_seen": round(hours, 4)}
+    record.update(steps=steps, hours_seen=round(hours, 4))
+    upstream = meta.get("upstream") or parent.get("upstream")
+    if upstream:
+        record["upstream"] = upstream
+    return record
+
+
+def _carried_params(net: nn.Module, init: dict[str, Any] | None) -> set[str]:
+    """Names of the learnable parameters that ``init`` (a run's init record) carried over from
+    its source: all of them after a plain init, those outside the fresh blocks after a transfer."""
+    if not init:
+        return set()
+    from .transfer import block_of
+
+    fresh = set(init.get("transfer", {}).get("fresh_blocks", ()))
+    return {name for name, _ in net.named_parameters() if block_of(name) not in fresh}
 
 
 def _is_better(value: float | None, best: float | None, metric: str) -> bool:
@@ -496,7 +559,7 @@ def train(run_config: RunConfig, run_dir: str | Path, resume: bool = False,
                          None if ckpt is None else int(ckpt["epoch"]))
         init_ckpt = None
         if ckpt is None and cfg.init_from:
-            init_ckpt = _read_init(cfg.init_from, run_config.model_config())
+            init_ckpt = _read_init(cfg.init_from, run_config.model_config(), cfg.init_partial)
         return _run(run_config, run_dir, ckpt, dist, stop, logger, on_step, loss_fn, init_ckpt)
     finally:
         stop.restore()
@@ -542,12 +605,28 @@ def _run(run_config: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None, dist
     epoch, step, start_batch = 0, 0, 0
     best: dict[str, Any] = {"metric": cfg.best_metric, "value": None, "epoch": None}
     loss_sum, loss_count = 0.0, 0
-    init = _init_weights(model, cfg.init_from, init_ckpt) if init_ckpt is not None else None
-    if init is not None:
+    init: dict[str, Any] | None = None
+    carried: set[str] = set()
+    if init_ckpt is not None:
+        init = _init_weights(model, cfg.init_from, init_ckpt, cfg.init_partial)
+        carried = _carried_params(_unwrap(model), init)
         log.info(f"initialised from {init['source']} ({init['steps']} steps, "
                  f"{init['hours_seen']:.3f} h seen)")
+        if "transfer_summary" in init:
+            log.info(f"warm start: {init['transfer_summary']}")
+        if "upstream" in init:
+            log.info(f"warm start credit: {init['upstream']['weights']} ({init['upstream']['licence']})")
+    teacher = _Teacher.load(cfg.teacher, model, device) if cfg.teacher else None
+    if teacher is not None and cfg.feature_weight and \
+            teacher.model.config.channels != _unwrap(model).config.channels:
+        raise TrainError(f"train.feature_weight: the teacher has {teacher.model.config.channels} channels "
+                         f"and the model {_unwrap(model).config.channels}; their features cannot be compared")
+    if teacher is not None:
+        log.info(f"distillation from {cfg.teacher}: output weight {cfg.teacher_weight}, "
+                 f"feature weight {cfg.feature_weight} ({', '.join(teacher.describe())})")
     if ckpt is not None:
         init = ckpt["meta"].get("init")
+        carried = _carried_params(_unwrap(model), init)
         _unwrap(model).load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -562,6 +641,10 @@ def _run(run_config: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None, dist
             log.info(f"resuming with {dist.world} processes instead of {len(states)}: RNG states reseeded")
             seed_everything(cfg.seed + 1000 * step + dist.rank)
         log.info(f"resumed at epoch {epoch + 1}, batch {start_batch}/{steps_per_epoch}, step {step}")
+    carried_params = [p for name, p in _unwrap(model).named_parameters() if name in carried]
+    if cfg.freeze_transferred_steps and step < cfg.freeze_transferred_steps:
+        log.info(f"the {len(carried_params)} carried-over parameter tensors stay frozen until step "
+                 f"{cfg.freeze_transferred_steps}")
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -612,7 +695,9 @@ def _run(run_config: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None, dist
             noisy = noisy.to(device, non_blocking=True)  # (B, N)
             clean = clean.to(device, non_blocking=True)  # (B, N)
             lr_used = optimizer.param_groups[0]["lr"]
-            loss = _train_step(model, loss_fn, optimizer, scaler, noisy, clean, dtype, cfg.grad_clip)
+            frozen = carried_params if step < cfg.freeze_transferred_steps else None
+            loss = _train_step(model, loss_fn, optimizer, scaler, noisy, clean, dtype, cfg.grad_clip,
+                               teacher, cfg.teacher_weight, cfg.feature_weight, frozen)
             scheduler.step()
             step += 1
             batch += 1
@@ -685,6 +770,8 @@ def _run(run_config: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None, dist
                 log.info(f"signal {stop.signal}: stopped after epoch {epoch}; continue with --resume")
             break
 
+    if teacher is not None:
+        teacher.close()
     rate = session_steps * audio_per_step / session_time if session_time > 0 else 0.0
     hours = step * audio_per_step / 3600.0
     if not interrupted:
@@ -697,6 +784,86 @@ def _run(run_config: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None, dist
                        stop_signal=stop.signal if interrupted else None)
 
 
+class _Teacher:
+    """Distillation (``train.teacher``): a frozen model run on the student's noisy input.
+
+    It gives the student two extra targets on every batch:
+
+    * its enhanced spectrum, scored with the run's own loss (``teacher_weight``);
+    * its encoder features (``feature_weight``), at two points: after the second strided conv
+      (``encoder.en_convs.1``) and at the encoder's output (the skip-fusion where the model has
+      one, else the last GTConvBlock). The distance is the MSE normalised by the teacher
+      features' energy; where the two frequency grids differ in width (33 against 32 positions
+      for the official model against gtcrn-g32), the first positions are compared.
+
+    Features are captured with forward hooks on those modules (on the student too), removed by
+    :meth:`close`.
+    """
+
+    def __init__(self, model: nn.Module, student: nn.Module) -> None:
+        self.model = model
+        self._captured: dict[str, torch.Tensor] = {}
+        self._handles = []
+        self.pairs: list[tuple[str, str]] = []
+        for who, net in (("t", model), ("s", _unwrap(student))):
+            for point, name in enumerate(self._feature_modules(net)):
+                module = net.get_submodule(name)
+                self._handles.append(module.register_forward_hook(self._hook(f"{who}{point}")))
+        self.pairs = list(zip(self._feature_modules(_unwrap(student)), self._feature_modules(model),
+                              strict=True))
+
+    @staticmethod
+    def _feature_modules(net: nn.Module) -> list[str]:
+        enc = net.encoder
+        last = "encoder.fusion" if getattr(enc, "fusion", None) is not None else \
+            f"encoder.en_convs.{len(enc.en_convs) - 1}"
+        return ["encoder.en_convs.1", last]
+
+    def _hook(self, key: str):
+        def fn(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            self._captured[key] = output[0] if isinstance(output, tuple) else output
+
+        return fn
+
+    @classmethod
+    def load(cls, spec: str, student: nn.Module, device: torch.device) -> _Teacher:
+        from .evaluate import load_model_spec
+
+        try:
+            model = load_model_spec(spec)[1]
+        except CheckpointError as exc:
+            raise TrainError(f"train.teacher: {exc}") from None
+        model = model.to(device).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return cls(model, student)
+
+    def describe(self) -> list[str]:
+        return [f"{s} <- {t}" for s, t in self.pairs]
+
+    @torch.no_grad()
+    def run(self, noisy_spec: torch.Tensor) -> torch.Tensor:
+        """The teacher's enhanced spectrum (B, 257, T, 2); keeps its features for :meth:`feature_loss`."""
+        return self.model(noisy_spec)
+
+    def feature_loss(self) -> torch.Tensor:
+        """Mean over the feature points of ||f_s - f_t||^2 / ||f_t||^2 (after the student's forward)."""
+        terms = []
+        for point in range(len(self.pairs)):
+            fs = self._captured[f"s{point}"]  # (B, C, T, W_s)
+            ft = self._captured[f"t{point}"]  # (B, C, T, W_t)
+            width = min(fs.shape[-1], ft.shape[-1])
+            fs, ft = fs[..., :width].float(), ft[..., :width].float()  # (B, C, T, W)
+            terms.append((fs - ft).pow(2).mean() / (ft.pow(2).mean() + 1e-8))
+        return torch.stack(terms).mean()
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._captured.clear()
+
+
 def _default_loss(config: LossConfig) -> nn.Module:
     from .losses import HybridLoss
 
@@ -705,18 +872,33 @@ def _default_loss(config: LossConfig) -> nn.Module:
 
 def _train_step(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                 scaler: torch.amp.GradScaler, noisy: torch.Tensor, clean: torch.Tensor,
-                dtype: torch.dtype | None, grad_clip: float) -> torch.Tensor:
-    """One optimizer step on a batch of waveforms (B, N); returns the (detached) loss."""
+                dtype: torch.dtype | None, grad_clip: float, teacher: _Teacher | None = None,
+                teacher_weight: float = 0.0, feature_weight: float = 0.0,
+                frozen: list[nn.Parameter] | None = None) -> torch.Tensor:
+    """One optimizer step on a batch of waveforms (B, N); returns the (detached) loss.
+
+    With a ``teacher`` the loss adds ``teacher_weight`` x the loss against its output and
+    ``feature_weight`` x its feature loss; ``frozen`` parameters get no update (their gradient
+    is dropped, so Adam skips them)."""
     ref_spec = stft(clean)  # (B, 257, T, 2)
     noisy_spec = stft(noisy)  # (B, 257, T, 2)
+    teacher_spec = teacher.run(noisy_spec).float() if teacher is not None else None  # (B, 257, T, 2)
     with torch.autocast(device_type=noisy.device.type, dtype=dtype or torch.float32,
                         enabled=dtype is not None):
         est_spec = model(noisy_spec)  # (B, 257, T, 2)
     est_spec = est_spec.float()
     est_wav = istft(est_spec, noisy.shape[-1])  # (B, N)
     loss = loss_fn(est_spec, ref_spec, est_wav, clean)
+    if teacher is not None and teacher_spec is not None:
+        if teacher_weight:
+            teacher_wav = istft(teacher_spec, noisy.shape[-1])  # (B, N)
+            loss = loss + teacher_weight * loss_fn(est_spec, teacher_spec, est_wav, teacher_wav)
+        if feature_weight:
+            loss = loss + feature_weight * teacher.feature_loss()
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    for p in frozen or ():
+        p.grad = None
     scaler.unscale_(optimizer)
     if grad_clip > 0:
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)

@@ -365,3 +365,90 @@ def test_dataconfig_validation() -> None:
     with pytest.raises(ConfigError, match="cache"):
         DataConfig(cache="ram")
     assert dataclasses.asdict(DataConfig())["segment_seconds"] == 4.0
+
+
+# ---- telephone band, clean inputs, measured rooms, dev pairs beside mixing ---------------------
+
+def _energy_above(x: np.ndarray, hz: float) -> float:
+    spec = np.abs(np.fft.rfft(x.astype(np.float64))) ** 2
+    freqs = np.fft.rfftfreq(x.size, 1 / SR)
+    return float(spec[freqs > hz].sum() / (spec.sum() + 1e-20))
+
+
+def test_telephone_band_removes_the_upper_band_and_keeps_length() -> None:
+    from gtcrn.data import telephone_band
+
+    x = np.random.default_rng(0).standard_normal(SR).astype(np.float32)
+    y = telephone_band(x)
+    assert y.shape == x.shape
+    assert _energy_above(x, 4200) > 0.4 and _energy_above(y, 4200) < 1e-4
+    # Below 3.5 kHz it passes unchanged (up to the resamplers' ripple).
+    lo = np.fft.rfftfreq(x.size, 1 / SR) < 3500
+    ratio = np.abs(np.fft.rfft(y))[lo][100:] / np.abs(np.fft.rfft(x))[lo][100:]
+    assert np.median(np.abs(20 * np.log10(ratio))) < 0.1
+
+
+def test_bandlimited_and_clean_examples(pool: Path) -> None:
+    bl = mixing_dataset(pool, bandlimit_prob=1.0, reverb_prob=0.0, eq_prob=0.0)
+    for i in range(4):
+        m = bl.mix(i, np.random.default_rng(i))
+        assert m.bandlimited
+        assert _energy_above(m.noisy, 4200) < 1e-3 and _energy_above(m.target, 4200) < 1e-3
+        np.testing.assert_allclose(m.speech + m.noise, m.noisy, atol=1e-6)
+    clean = mixing_dataset(pool, clean_prob=1.0, reverb_prob=0.0)
+    for i in range(4):
+        m = clean.mix(i, np.random.default_rng(i))
+        assert m.noise_kind == "none" and m.snr_db == float("inf")
+        np.testing.assert_array_equal(m.noisy, m.target)
+    # Off by default, and then the random stream is the one of configs that predate them.
+    plain, off = mixing_dataset(pool), mixing_dataset(pool, clean_prob=0.0, bandlimit_prob=0.0)
+    np.testing.assert_array_equal(plain.mix(1, np.random.default_rng(9)).noisy,
+                                  off.mix(1, np.random.default_rng(9)).noisy)
+
+
+def _with_rooms_and_dev_pairs(pool: Path, root: Path) -> tuple[Path, Path]:
+    """The pool plus two measured rooms (one train, one dev) and a folder of dev pairs."""
+    rows = [json.loads(line) for line in pool.read_text().splitlines()]
+    rng = np.random.default_rng(4)
+    for name, split, direct in (("hall", "train", 40), ("church", "dev", 90)):
+        taps = np.zeros(4000, np.float32)
+        taps[direct] = 0.8
+        tail = np.exp(-np.arange(3999 - direct) / 800)
+        taps[direct + 1:] = 0.05 * rng.standard_normal(4000 - direct - 1) * tail
+        _write(root / f"rir/{name}.wav", taps)
+        rows.append({"path": str(root / f"rir/{name}.wav"), "kind": "rir", "split": split,
+                     "source": "measured", "licence": "CC0", "speaker": None})
+    for row in rows:
+        if not Path(row["path"]).is_absolute():
+            row["path"] = str(pool.parent / row["path"])
+    manifest = root / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for i in range(3):
+        x = harmonic_speech(rng, 150 + 10 * i, 1.5)
+        _write(root / f"devset/clean/part/{i}.wav", x)
+        _write(root / f"devset/noisy/part/{i}.wav", x + 0.01 * rng.standard_normal(x.size).astype(np.float32))
+    return manifest, root / "devset"
+
+
+def test_measured_rooms_and_dev_pairs_beside_mixing(pool: Path, tmp_path: Path) -> None:
+    from gtcrn.data import measured_rir
+
+    manifest, devset = _with_rooms_and_dev_pairs(pool, tmp_path)
+    entries = pool_entries(DataConfig(manifest=str(manifest)))
+    assert sorted((e.kind, e.split) for e in entries if e.kind == "rir") == [("rir", "dev"), ("rir", "train")]
+    cfg = DataConfig(manifest=str(manifest), dev_paired_dir=str(devset), reverb_prob=1.0, real_rir_share=1.0,
+                     rir_backend="synthetic", rir_count=2, segment_seconds=1.0, dev_count=10)
+    data = build_run_data(cfg, seed=0, log=lambda _: None)
+    assert data.summary["measured_rirs"] == 1 and data.summary["dev"] == "pairs"
+    # The dev set is the pairs, as they are on disk.
+    assert len(data.dev) == 3
+    clean0, _ = sf.read(devset / "clean/part/0.wav", dtype="float32")
+    np.testing.assert_allclose(data.dev[0][1], clean0, atol=1e-3)
+    # Only the training room is used, and the target keeps its direct path aligned.
+    room = measured_rir(sf.read(tmp_path / "rir/hall.wav", dtype="float32")[0])
+    assert room.direct == 40 and room.taps[40] == pytest.approx(1.0)
+    m = data.train.mix(0, np.random.default_rng(0))
+    assert m.reverb and m.real_rir
+    # Training pairs and mixing together are still refused.
+    with pytest.raises(DataError, match="not both"):
+        build_run_data(DataConfig(manifest=str(manifest), paired_dir=str(devset)), seed=0, log=lambda _: None)

@@ -20,7 +20,7 @@ from gtcrn.metrics import dnsmos_available, si_sdr
 from tests.helpers import speech_like
 
 FILES = {"a.wav": 16000, "b.wav": 16000, "sub/c.wav": 48000}  # + silent.wav (16 kHz)
-METRICS = ["pesq_wb", "pesq_nb", "stoi", "estoi", "si_sdr", "si_sdr_i"]
+METRICS = ["pesq_wb", "pesq_nb", "stoi", "estoi", "si_sdr", "si_sdr_i", "speech_gain"]
 
 
 @pytest.fixture(autouse=True)
@@ -95,6 +95,7 @@ def test_noisy_row_equals_direct_si_sdr(corpus: Path, result: dict) -> None:
     noisy = result["systems"]["noisy"]
     assert noisy["mean"]["si_sdr"] == pytest.approx(np.mean(list(direct.values())), abs=1e-6)
     assert noisy["mean"]["si_sdr_i"] == 0.0
+    assert noisy["median"]["speech_gain"] == pytest.approx(0.0, abs=0.5)  # the input is speech + noise
     assert noisy["count"]["si_sdr"] == 3  # the silent reference is not scored
     _, rows = _read_csv(corpus / "out" / "per_file.csv")
     for row in rows:
@@ -138,7 +139,7 @@ def test_pesq_failure_counted_not_crashed(corpus: Path, result: dict) -> None:
 
 def test_identity_clean_as_noisy(corpus: Path) -> None:
     summary = ev.evaluate({}, corpus / "clean", corpus / "clean", use_dnsmos=False, fast=True)
-    assert summary["metrics"] == ["pesq_wb", "stoi", "si_sdr", "si_sdr_i"]
+    assert summary["metrics"] == ["pesq_wb", "stoi", "si_sdr", "si_sdr_i", "speech_gain"]
     mean = summary["systems"]["noisy"]["mean"]
     assert mean["pesq_wb"] > 4.4
     assert mean["stoi"] > 0.99
@@ -230,7 +231,7 @@ def test_evaluate_pairs(corpus: Path) -> None:
     pairs = [(noisy[0], clean[0]), (torch.from_numpy(noisy[1]), torch.from_numpy(clean[1]))]
     res = ev.evaluate_pairs(model, pairs, fast=True)
     assert model.training  # mode restored
-    assert set(res) == {"pesq_wb", "stoi", "si_sdr", "si_sdr_i", "pesq_failures", "num_pairs"}
+    assert set(res) == {"pesq_wb", "stoi", "si_sdr", "si_sdr_i", "speech_gain", "pesq_failures", "num_pairs"}
     assert res["num_pairs"] == 2 and res["pesq_failures"] == 0
     model.eval()
     direct = [si_sdr(ev.enhance_signal(model, n, 16000), c) for n, c in zip(noisy, clean, strict=True)]

@@ -79,7 +79,8 @@ def test_si_sdr_rejects_bad_shapes() -> None:
 
 def test_identity_scores(speech: np.ndarray) -> None:
     m = compute_metrics(speech, speech, 16000)
-    assert set(m) == {"pesq_wb", "pesq_nb", "stoi", "estoi", "si_sdr"}
+    assert set(m) == {"pesq_wb", "pesq_nb", "stoi", "estoi", "si_sdr", "speech_gain"}
+    assert m["speech_gain"] == pytest.approx(0.0, abs=1e-9)
     assert m["pesq_wb"] > 4.4
     assert m["pesq_nb"] > 4.3
     assert m["stoi"] > 0.99 and m["estoi"] > 0.99
@@ -162,3 +163,21 @@ def test_dnsmos_clean_beats_noisy(speech: np.ndarray) -> None:
     assert all(1.0 <= v <= 5.0 for v in clean.values())
     assert clean["BAK"] > noisy["BAK"] + 1 and clean["OVRL"] > noisy["OVRL"]
     assert metrics.dnsmos(np.zeros(16000), 16000) is None
+
+
+def test_speech_gain_is_the_level_of_the_reference_in_the_estimate(speech: np.ndarray) -> None:
+    from gtcrn.metrics import speech_gain_db
+
+    rng = np.random.default_rng(5)
+    ref = speech.astype(np.float64)
+    for gain_db in (-6.0, -1.0, 0.0, 3.0):
+        scaled = ref * 10 ** (gain_db / 20)
+        assert speech_gain_db(scaled, ref) == pytest.approx(gain_db, abs=1e-9)
+        # Noise uncorrelated with the speech does not move it (up to its chance correlation).
+        noisy = scaled + 0.5 * ref.std() * rng.standard_normal(ref.size)
+        assert speech_gain_db(noisy, ref) == pytest.approx(gain_db, abs=0.1)
+    assert speech_gain_db(-ref, ref) == pytest.approx(-100.0)  # inverted: no speech left in phase
+    m = compute_metrics(ref, 0.5 * ref, 16000, metrics=("speech_gain",))
+    assert set(m) == {"speech_gain"} and m["speech_gain"] == pytest.approx(20 * np.log10(0.5))
+    silent = compute_metrics(np.zeros(16000), ref[:16000], 16000, metrics=("speech_gain",))
+    assert silent["speech_gain"] is None

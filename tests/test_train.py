@@ -275,3 +275,93 @@ def test_cli_train_errors(tmp_path: Path) -> None:
     assert cli.main(["train"]) == 2
     assert cli.main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert cli.main(["train", "--resume", "--run-dir", str(tmp_path)]) == 2  # no config.yaml there
+
+
+# ---- warm start from an official checkpoint, frozen transfer, distillation ------------------
+
+def _official_file(path: Path, seed: int = 0) -> gtcrn.GTCRN:
+    """A random gtcrn-official model saved in the official release's format ({'model': state}
+    with the official key names); returns the model."""
+    from tests.helpers import make_model
+
+    torch.manual_seed(seed)
+    model = make_model("gtcrn-official")
+    state = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("encoder.erb."):
+            key = key[len("encoder."):]
+        elif key.startswith("dpgrnn."):
+            _, i, rest = key.split(".", 2)
+            key = f"dpgrnn{int(i) + 1}.{rest}"
+        state[key] = value
+    torch.save({"model": state}, path)
+    return model
+
+
+def test_init_from_an_official_checkpoint(tmp_path: Path) -> None:
+    """The official checkpoint loads exactly into gtcrn-official, found by content or named
+    ``upstream:PATH``, and the record credits it."""
+    from gtcrn.train import _init_weights
+
+    source = _official_file(tmp_path / "official.tar")
+    for spec in (str(tmp_path / "official.tar"), f"upstream:{tmp_path / 'official.tar'}"):
+        model = gtcrn.GTCRN(gtcrn.ModelConfig.preset("gtcrn-official"))
+        record = _init_weights(model, spec)
+        assert all(torch.equal(v, source.state_dict()[k]) for k, v in model.state_dict().items())
+        assert record["upstream"]["licence"] == "MIT" and "GTCRN" in record["upstream"]["weights"]
+        assert "transfer" not in record
+    # Into another topology only with train.init_partial.
+    with pytest.raises(TrainError, match="init_partial"):
+        _init_weights(gtcrn.GTCRN(gtcrn.ModelConfig.preset("gtcrn-g32")), str(tmp_path / "official.tar"))
+
+
+def test_partial_warm_start_frozen_then_distilled(tiny_config, tmp_path: Path) -> None:
+    """gtcrn-g32 from an official checkpoint: the carried-over blocks stay exactly as transferred
+    while frozen, the fresh ones learn; the teacher's losses are part of the objective."""
+    from gtcrn.train import seed_everything
+    from gtcrn.transfer import transfer_state
+
+    cfg, _ = tiny_config
+    source = _official_file(tmp_path / "official.tar")
+    run = dataclasses.replace(cfg, preset="gtcrn-g32", model={}, train=dataclasses.replace(
+        cfg.train, init_from=str(tmp_path / "official.tar"), init_partial=True, freeze_transferred_steps=3,
+        teacher=f"upstream:{tmp_path / 'official.tar'}", teacher_weight=1.0, feature_weight=1.0,
+        max_steps=3, epochs=1, validate_before=False))
+    result = train(run, tmp_path / "run")
+    assert result.step == 3 and not result.interrupted
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    init = ckpt["meta"]["init"]
+    assert init["upstream"]["licence"] == "MIT"
+    assert "encoder.stem" in init["transfer"]["fresh_blocks"]
+    # What the run started from: the same seeded fresh model, with the transfer applied.
+    seed_everything(cfg.train.seed)
+    start = gtcrn.GTCRN(run.model_config())
+    report = transfer_state(start, source.state_dict())
+    trained, begun = ckpt["state_dict"], start.state_dict()
+    learnable = {n for n, _ in start.named_parameters()}
+    carried = [k for k in report.copied + list(report.adapted) if k in learnable]
+    assert carried and all(torch.equal(trained[k], begun[k]) for k in carried)
+    fresh = [k for k in report.fresh if k in learnable]
+    assert any(not torch.equal(trained[k], begun[k]) for k in fresh)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "warm start:" in log and "distillation from" in log
+
+
+def test_teacher_feature_loss_is_zero_for_an_identical_student() -> None:
+    import copy
+
+    from gtcrn.train import _Teacher
+
+    student = gtcrn.GTCRN(gtcrn.ModelConfig.preset("gtcrn-g32")).eval()
+    teacher = _Teacher(copy.deepcopy(student), student)
+    spec = torch.randn(2, 257, 8, 2)
+    with torch.no_grad():
+        teacher.run(spec)
+        student(spec)
+        assert float(teacher.feature_loss()) == pytest.approx(0.0, abs=1e-10)
+        student.encoder.stem.conv.weight.add_(0.1)
+        teacher.run(spec)
+        student(spec)
+        assert float(teacher.feature_loss()) > 1e-3
+    teacher.close()
+    assert not any(m._forward_hooks for m in student.modules())
