@@ -3,18 +3,28 @@
 ``prepare_pool(out_dir)`` gathers
 
 * speech: LibriSpeech train-clean-100 from ``../shared/data`` (one utterance per speaker,
-  40 speakers held out for dev, 20 M / 20 F) and the spoken-voice files of the Debian
-  packages in :data:`SPEECH_PACKAGES`;
-* noise: the shared noise folders, the sound effects / ambiences of :data:`NOISE_PACKAGES`
-  (music tracks and voices skipped) and seeded synthetic noise (white, pink, brown, mains hum);
+  40 speakers held out for dev, 20 M / 20 F), the GCompris voices of the shared folder (short
+  words of about 50 voices in 41 languages, concatenated per language into 4-8 s utterances) and
+  the spoken-voice files of the Debian packages in :data:`SPEECH_PACKAGES`;
+* noise: the shared noise folders (Blanket ambiences with a fixed dev list), the sound effects /
+  ambiences / music of :data:`NOISE_PACKAGES` (voices skipped) and seeded synthetic noise
+  (white, pink, brown, mains hum);
+* room impulse responses (kind ``rir``): the measured responses of ``../shared/data/rir``, kept
+  exactly as they are (no trimming, no level change), with a fixed dev list;
 
-trims leading/trailing silence, converts everything to 16 kHz mono FLAC (PCM_16), splits
-train/dev (speech by speaker, noise by file) and writes ``manifest.jsonl`` and
+trims leading/trailing silence (speech and noise), converts everything to 16 kHz mono FLAC
+(PCM_16), splits train/dev (speech by speaker, noise by file) and writes ``manifest.jsonl`` and
 ``sources.json`` in the pool root.
 
-Each Debian package's ``usr/share/doc/PKG/copyright`` is read and the licence of every audio
-file is recorded; material whose licence does not clearly allow distributing a model trained
-on it is excluded and reported.
+Every speech file is screened (bandwidth, noise floor, clipping: :func:`screen_speech`); badly
+failing files are dropped, and each speech source is kept, down-weighted (manifest ``weight``) or
+dropped from the medians of its files (:func:`screen_decision`); the figures go to
+``sources.json``.
+
+Each Debian package's ``usr/share/doc/PKG/copyright`` (or, for the shared folders, the
+``manifest.json`` beside the audio) is read and the licence of every audio file is recorded;
+material whose licence does not clearly allow distributing a model trained on it is excluded and
+reported. Before downloading, the size of every package not yet cached is printed.
 
 The pool layout does not depend on the split: ``{kind}/{source}/...flac``; the split lives in
 the manifest. Running again with the same arguments skips downloads, extraction and every
@@ -29,9 +39,11 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -50,7 +62,12 @@ SAMPLE_RATE = 16000
 SUBTYPE = "PCM_16"
 MANIFEST_NAME = "manifest.jsonl"
 SOURCES_NAME = "sources.json"
-MANIFEST_KEYS = ("path", "kind", "split", "source", "licence", "speaker", "sex", "duration", "sample_rate")
+#: Keys of a manifest row, in order. ``weight`` (1.0 unless the source was down-weighted by the
+#: speech screening) is ignored by readers that do not know it (``gtcrn.data.read_manifest``).
+MANIFEST_KEYS = (
+    "path", "kind", "split", "source", "licence", "speaker", "sex", "duration", "sample_rate", "weight"
+)
+KINDS = ("speech", "noise", "rir")
 
 #: Default location of the shared material (``../shared`` next to the repository).
 DEFAULT_SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
@@ -64,8 +81,12 @@ SPEECH_PACKAGES: tuple[str, ...] = (
     "klettres-data",
     "ktuberling-data",
     "hedgewars-data",
+    "festvox-ru",
+    "asterisk-core-sounds-fr-g722",
+    "asterisk-core-sounds-ru-g722",
 )
-#: Debian packages providing sound effects and ambiences (music tracks are skipped).
+#: Rules (keys of :data:`PACKAGE_RULES`) providing sound effects, ambiences and, as a noise class
+#: of its own, music (``0ad-music``); game music of the other packages is skipped.
 NOISE_PACKAGES: tuple[str, ...] = (
     "megaglest-data",
     "supertuxkart-data",
@@ -73,6 +94,9 @@ NOISE_PACKAGES: tuple[str, ...] = (
     "widelands-data",
     "minetest-data",
     "bucklespring-data",
+    "0ad-data",
+    "0ad-music",
+    "openttd-opensfx",
 )
 
 LIBRISPEECH_DIR = "speech/librispeech-train-clean-100"
@@ -83,6 +107,28 @@ SHARED_LICENCES: dict[str, str] = {
     "speech/librispeech-train-clean-100": "CC-BY-4.0",
     "noise/speech-commands-background": "CC-BY-4.0",
     "noise/freesound-cc0": "CC0-1.0",
+}
+SHARED_MANIFEST = "manifest.json"  # per-file licences of a shared folder: [{file, licence, ...}]
+
+GCOMPRIS_DIR = "speech/gcompris-voices"
+GCOMPRIS_SOURCE = "gcompris-voices"
+GCOMPRIS_MIN_CLIP_S = 0.2  # shorter clips (after trimming) are left out of the utterances
+CONCAT_TARGET_S = (4.0, 8.0)  # seeded target length of a concatenated utterance
+CONCAT_MAX_S = 8.0  # a clip that would push an utterance beyond this starts the next one
+CONCAT_GAP_S = (0.1, 0.3)  # seeded silent gap between two clips
+CONCAT_CLIP_RMS_DBFS = -20.0  # each clip is levelled to this RMS before concatenation
+
+RIR_DIR = "rir"
+#: (regex on the manifest's ``source`` field or the file name, source name); else ``real-rir``.
+RIR_SOURCES: tuple[tuple[str, str], ...] = ((r"^OpenAIR\b", "openair-rir"), (r"clap", "clap-rir"))
+#: Fixed, whole-file dev lists (file stems) of the sources that are too few or too different to
+#: be split at random: 3 of the 11 Blanket ambiences (a babble, a vehicle and a wind scene) and 2 of
+#: the 5 measured rooms (a small studio and a church); everything else of these sources is train.
+FIXED_DEV_FILES: dict[str, tuple[str, ...]] = {
+    "blanket": ("coffee-shop", "train", "wind"),
+    "openair-rir": ("genesis_6_studio_live_room", "st_margaret_s_church"),
+    "clap-rir": (),
+    "real-rir": (),
 }
 SYNTHETIC_SOURCE = "synthetic"
 SYNTHETIC_LICENCE = "CC0-1.0"  # generated by this module
@@ -108,6 +154,37 @@ SYNTH_DEV_CLIPS_PER_TYPE = 2
 SYNTH_CLIP_S = 30.0
 SYNTH_RMS_DBFS = -20.0
 
+# ---- speech screening (:func:`screen_speech`, :func:`screen_decision`) ----------------------
+# Figures per file, on the decoded 16 kHz signal before trimming, in 32 ms frames (16 ms hop):
+#   hf_db    energy above SCREEN_HF_HZ relative to the total, over the active frames (within
+#            SCREEN_ACTIVE_DB of the loudest): the bandwidth;
+#   floor_db 10th minus 90th percentile of the frame RMS (dB; digitally silent frames ignored):
+#            the noise floor below the speech (for short clips without pauses it reads high);
+#   clip     share of samples at or above SCREEN_CLIP_LEVEL of full scale.
+SCREEN_FRAME = 512
+SCREEN_HOP = 256
+SCREEN_HF_HZ = 3500.0
+SCREEN_ACTIVE_DB = 30.0
+SCREEN_SILENT_DBFS = -100.0
+SCREEN_CLIP_LEVEL = 0.98
+#: Median hf_db of the shared LibriSpeech utterances (measured), the reference for bandwidth.
+SCREEN_REF_HF_DB = -18.1
+#: A file is dropped when it is badly band-limited, has almost no dynamics or is badly clipped.
+SCREEN_FILE_MIN_HF_DB = SCREEN_REF_HF_DB - 22.0
+SCREEN_FILE_MAX_FLOOR_DB = -8.0
+SCREEN_FILE_MAX_CLIP = 0.01
+#: A source (medians over its files) is dropped when band-limited (12 dB below LibriSpeech: the
+#: muffled fillets-ng-data-nl is about 18 dB below), noisy or clipped ...
+SCREEN_DROP_HF_DB = SCREEN_REF_HF_DB - 12.0
+SCREEN_DROP_FLOOR_DB = -12.0
+SCREEN_DROP_CLIP = 1e-3
+#: ... and down-weighted when somewhat band-limited or noisy, or when many of its files clip.
+SCREEN_WEIGHT_HF_DB = SCREEN_REF_HF_DB - 7.0
+SCREEN_WEIGHT_FLOOR_DB = -20.0
+SCREEN_CLIPPED_FILE = 1e-3  # a file with a larger clip share counts as clipped
+SCREEN_WEIGHT_CLIPPED_FILES = 0.2  # share of clipped files that down-weights a source
+SCREEN_DOWN_WEIGHT = 0.5  # manifest weight of a down-weighted source's files
+
 AUDIO_EXTENSIONS = (".wav", ".ogg", ".oga", ".flac", ".opus", ".mp3", ".g722")
 #: Bump when processing changes so that the per-file decision cache is rebuilt.
 PROCESS_VERSION = "1"
@@ -132,6 +209,13 @@ class PackageRule:
     extracted package root; ``speaker`` maps that path to ``(speaker, sex)``; ``licence_files``
     names the DEP-5 ``Files:`` pattern whose licence applies to all the audio (for packages whose
     stanzas name upstream tarball paths rather than installed paths).
+
+    ``package`` is the Debian package (default: the rule's key; two rules may share a package,
+    e.g. ambiences and music as separate sources); ``extract`` restricts ``dpkg-deb`` to these
+    tar members (shell patterns such as ``./usr/share/doc/*``: a large package is not unpacked
+    whole); ``unpack`` is a regular expression naming container files inside the package (``.zip``
+    archives, OpenTTD ``.cat`` sound sets) whose members matching ``unpack_members`` are extracted
+    under ``_unpacked/<container name>/`` of the package root, where ``include`` finds them.
     """
 
     kind: str
@@ -141,6 +225,10 @@ class PackageRule:
     speaker: SpeakerFn | None = None
     licence_files: str | None = None
     needs_ffmpeg: bool = False
+    package: str | None = None
+    extract: tuple[str, ...] = ()
+    unpack: str | None = None
+    unpack_members: str | None = None
 
 
 def _asterisk_speaker(rel: str) -> tuple[str | None, str | None]:
@@ -191,6 +279,15 @@ def _folder_speaker(prefix: str, pattern: str, strip: str | None = None) -> Spea
     return fn
 
 
+def _fixed_speaker(speaker: str, sex: str | None) -> SpeakerFn:
+    """Every file is the same speaker (a single-voice package)."""
+
+    def fn(rel: str) -> tuple[str | None, str | None]:
+        return speaker, sex
+
+    return fn
+
+
 _ASTERISK = dict(
     kind="speech",
     include=r"usr/share/asterisk/sounds/.+\.g722$",
@@ -200,10 +297,26 @@ _ASTERISK = dict(
     needs_ffmpeg=True,
 )
 
+_ZERO_AD = dict(
+    kind="noise",
+    package="0ad-data",
+    extract=("./usr/share/games/0ad/mods/public/public.zip", "./usr/share/doc/*"),
+    unpack=r"mods/public/public\.zip$",
+    unpack_members=r"^audio/(ambient|music)/[^/].*\.ogg$",
+)
+
 PACKAGE_RULES: dict[str, PackageRule] = {
     "asterisk-core-sounds-en-g722": PackageRule(**_ASTERISK, licence_files="*"),
     "asterisk-core-sounds-es-g722": PackageRule(**_ASTERISK, licence_files="*"),
     "asterisk-core-sounds-it-g722": PackageRule(**_ASTERISK, licence_files="it-*"),
+    "asterisk-core-sounds-fr-g722": PackageRule(**_ASTERISK, licence_files="fr-*"),
+    "asterisk-core-sounds-ru-g722": PackageRule(**_ASTERISK, licence_files="ru-*"),
+    # Read Russian sentences of the msu_ru_nsh unit-selection voice (one man).
+    "festvox-ru": PackageRule(
+        kind="speech",
+        include=r"voices/russian/msu_ru_nsh_clunits/wav/[^/]+\.wav$",
+        speaker=_fixed_speaker("festvox-ru-nsh", "M"),
+    ),
     "fillets-ng-data-cs": PackageRule(
         kind="speech", include=r"games/fillets-ng/sound/.+\.ogg$", speaker=_fillets_speaker
     ),
@@ -258,6 +371,18 @@ PACKAGE_RULES: dict[str, PackageRule] = {
         exclude_reason="test tone or voice (rule)",
     ),
     "bucklespring-data": PackageRule(kind="noise", include=r"usr/share/buckle/wav/.+\.wav$"),
+    # 0 A.D.: ambiences (crowds, wind, rain, water, birds) and music, inside the 3 GB public.zip;
+    # only that zip is taken out of the .deb and only audio/ambient + audio/music out of the zip.
+    "0ad-data": PackageRule(**_ZERO_AD, include=r"_unpacked/public\.zip/audio/ambient/.+\.ogg$"),
+    "0ad-music": PackageRule(**_ZERO_AD, include=r"_unpacked/public\.zip/audio/music/.+\.ogg$"),
+    # OpenTTD's free sound set: WAVs inside opensfx.cat, each entry named with its own licence.
+    "openttd-opensfx": PackageRule(
+        kind="noise",
+        include=r"_unpacked/opensfx\.cat/.+\.wav$",
+        exclude=r"/\d+-(unused-nothing|good-year|bad-year|oooh-sound)",
+        exclude_reason="jingle, voice or empty (rule)",
+        unpack=r"baseset/opensfx/opensfx\.cat$",
+    ),
 }
 
 
@@ -315,6 +440,85 @@ def fix_level(x: np.ndarray) -> np.ndarray:
     if 0.0 < peak < QUIET_PEAK:
         return (x * (TARGET_PEAK / peak)).astype(np.float32)
     return x
+
+
+def screen_speech(x: np.ndarray, sr: int = SAMPLE_RATE) -> dict[str, float]:
+    """Cleanliness figures of a speech signal: ``hf_db``, ``floor_db``, ``clip`` (see the constants).
+
+    ``hf_db``: energy above SCREEN_HF_HZ over the total energy of the active frames (dB; -120
+    when nothing is active); ``floor_db``: 10th minus 90th percentile of the frame RMS in dB,
+    frames below SCREEN_SILENT_DBFS (digital silence) left out; ``clip``: share of samples at or
+    above SCREEN_CLIP_LEVEL.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.size < SCREEN_FRAME:
+        x = np.pad(x, (0, SCREEN_FRAME - x.size))
+    n_frames = 1 + (x.size - SCREEN_FRAME) // SCREEN_HOP
+    frames = np.lib.stride_tricks.sliding_window_view(x, SCREEN_FRAME)[::SCREEN_HOP][:n_frames]
+    db = 10.0 * np.log10(np.mean(frames**2, axis=1) + 1e-24)
+    live = db[db > SCREEN_SILENT_DBFS]
+    floor = float(np.percentile(live, 10) - np.percentile(live, 90)) if live.size else 0.0
+    active = frames[(db > db.max() - SCREEN_ACTIVE_DB) & (db > SCREEN_SILENT_DBFS)]
+    if active.size:
+        power = np.abs(np.fft.rfft(active * np.hanning(SCREEN_FRAME), axis=1)) ** 2
+        freqs = np.fft.rfftfreq(SCREEN_FRAME, 1.0 / sr)
+        hf = float(10.0 * np.log10(power[:, freqs >= SCREEN_HF_HZ].sum() / (power.sum() + 1e-30) + 1e-12))
+    else:
+        hf = -120.0
+    clip = float(np.mean(np.abs(x) >= SCREEN_CLIP_LEVEL)) if x.size else 0.0
+    return {"hf_db": round(max(hf, -120.0), 2), "floor_db": round(floor, 2), "clip": round(clip, 6)}
+
+
+def screen_file_reason(fig: dict[str, float]) -> str | None:
+    """Why a speech file fails the screening badly (``None``: it passes)."""
+    if fig["hf_db"] < SCREEN_FILE_MIN_HF_DB:
+        return "screened: band-limited"
+    if fig["floor_db"] > SCREEN_FILE_MAX_FLOOR_DB:
+        return "screened: noise floor"
+    if fig["clip"] > SCREEN_FILE_MAX_CLIP:
+        return "screened: clipped"
+    return None
+
+
+def screen_decision(figures: list[dict[str, float]]) -> dict:
+    """Keep, down-weight or drop a speech source from the figures of all its decoded files.
+
+    Returns the medians (``hf_db``, ``hf_vs_ref_db`` against LibriSpeech, ``floor_db``, ``clip``),
+    ``clipped_files`` (share above SCREEN_CLIPPED_FILE), ``decision`` (``keep`` /
+    ``down-weight`` / ``drop``), the manifest ``weight`` and the ``reasons``.
+    """
+    if not figures:
+        return {"files": 0, "decision": "keep", "weight": 1.0, "reasons": []}
+    hf = float(np.median([f["hf_db"] for f in figures]))
+    floor = float(np.median([f["floor_db"] for f in figures]))
+    clip = float(np.median([f["clip"] for f in figures]))
+    clipped = float(np.mean([f["clip"] > SCREEN_CLIPPED_FILE for f in figures]))
+    drop, weigh = [], []
+    band = f"energy above {SCREEN_HF_HZ:.0f} Hz {hf - SCREEN_REF_HF_DB:+.1f} dB vs LibriSpeech"
+    if hf < SCREEN_DROP_HF_DB:
+        drop.append(f"band-limited: {band}")
+    elif hf < SCREEN_WEIGHT_HF_DB:
+        weigh.append(f"narrow band: {band}")
+    if floor > SCREEN_DROP_FLOOR_DB:
+        drop.append(f"noisy: median floor {floor:.1f} dB")
+    elif floor > SCREEN_WEIGHT_FLOOR_DB:
+        weigh.append(f"noise floor: median {floor:.1f} dB")
+    if clip > SCREEN_DROP_CLIP:
+        drop.append(f"clipped: median clip share {clip:.4f}")
+    elif clipped > SCREEN_WEIGHT_CLIPPED_FILES:
+        weigh.append(f"clipping: {clipped:.0%} of the files clip")
+    decision = "drop" if drop else "down-weight" if weigh else "keep"
+    return {
+        "files": len(figures),
+        "hf_db": round(hf, 2),
+        "hf_vs_ref_db": round(hf - SCREEN_REF_HF_DB, 2),
+        "floor_db": round(floor, 2),
+        "clip": round(clip, 6),
+        "clipped_files": round(clipped, 4),
+        "decision": decision,
+        "weight": 0.0 if drop else SCREEN_DOWN_WEIGHT if weigh else 1.0,
+        "reasons": drop + weigh,
+    }
 
 
 def _shaped_noise(
@@ -393,7 +597,7 @@ def _unit_rms(y: np.ndarray) -> np.ndarray:
 _FREE_LICENCE = re.compile(
     r"^(cc-by(-sa)?(-\d(\.\d)?)?|cc-?0(-1\.0)?|gpl(-\d(\.\d)?\+?)?|lgpl[-\w.+]*|gfdl(-niv)?(-\d\.\d)?\+?"
     r"|public-?domain|mit|expat|bsd[-\w]*|zlib|apache-?2\.0|isc|unlicense|wtfpl|artistic[-\w.]*"
-    r"|ofl[-\w.]*|sil-[\w.-]+)$",
+    r"|ofl[-\w.]*|sil-[\w.-]+|fal(-\d\.\d)?)$",
     re.I,
 )
 _NON_FREE_HINT = re.compile(r"(^|[-_ ])(nc|nd)([-_ ]|$)|non-?commercial|no-?deriv", re.I)
@@ -417,6 +621,68 @@ def licence_allows_model(licence: str) -> tuple[bool, str]:
         if parts and all(_FREE_LICENCE.match(p) for p in parts):
             return True, "free licence"
     return False, f"licence unclear ({expr})"
+
+
+_LICENCE_TOKENS: tuple[tuple[re.Pattern, Callable[[re.Match], str]], ...] = (
+    (re.compile(r"\bCC-?0\b|Creative\s+Commons\s+Zero", re.I), lambda m: "CC0-1.0"),
+    (
+        re.compile(
+            r"\b(?:CC|Creative\s+Commons?)(?:\s+Licen[cs]e)?[\s-]*(?:BY|Attribution)"
+            r"((?:[\s-]*(?:NC|Non-?Commercial|ND|No-?Deriv\w*|SA|Share-?\s?Alike))*)"
+            r"(?:[\s-]*(\d\.\d))?",
+            re.I,
+        ),
+        lambda m: "CC-BY"
+        + "".join(
+            "-" + ("SA" if t[0] in "sS" else t[:2].upper())
+            for t in re.findall(r"NC|Non-?Commercial|ND|No-?Deriv\w*|SA|Share-?\s?Alike", m.group(1), re.I)
+        )
+        + (f"-{m.group(2)}" if m.group(2) else ""),
+    ),
+    (
+        re.compile(r"\b(L?GPL|GFDL)\s*(?:v(?:ersion)?\s*)?(\d(?:\.\d)?)?\s*(\+|or\s+later)?", re.I),
+        lambda m: m.group(1).upper()
+        + (f"-{m.group(2)}" if m.group(2) else "")
+        + ("+" if m.group(2) and m.group(3) else ""),
+    ),
+    (re.compile(r"\bpublic[\s-]+domain\b", re.I), lambda m: "public-domain"),
+    (re.compile(r"\bFree\s*Art\b|\bFAL\b", re.I), lambda m: "FAL"),
+)
+
+
+def normalise_licence(text: str) -> str:
+    """SPDX-like id(s) of a free-text licence statement (authors and parentheses ignored).
+
+    ``"CC BY 3.0 (SDLx, freesound 259988)"`` -> ``CC-BY-3.0``, ``"CC0 (...)"`` -> ``CC0-1.0``,
+    ``"CC BY (...)"`` -> ``CC-BY`` (no version given), ``"Jane Doe 2011 / GPL V3+"`` -> ``GPL-3+``,
+    ``"... Creative Common License BY-SA"`` -> ``CC-BY-SA``, ``"Public Domain"`` -> ``public-domain``.
+    Several licences are joined with `` and `` (each must allow the use); text with no known
+    licence is returned stripped, which :func:`licence_allows_model` then refuses.
+    """
+    body = re.sub(r"\([^()]*\)", " ", text or "")
+    body = body.rsplit(" / ", 1)[-1] if " / " in body else body  # "author / licence"
+    found: list[tuple[int, str]] = []
+    taken: list[tuple[int, int]] = []
+    for rx, fmt in _LICENCE_TOKENS:
+        for m in rx.finditer(body):
+            if any(a < m.end() and m.start() < b for a, b in taken):
+                continue
+            taken.append((m.start(), m.end()))
+            found.append((m.start(), fmt(m)))
+    ids = list(dict.fromkeys(lic for _, lic in sorted(found)))
+    return " and ".join(ids) if ids else (text or "").strip()
+
+
+def shared_licence_ok(licence: str) -> tuple[bool, str]:
+    """:func:`licence_allows_model` for a per-file licence of a shared folder; GFDL-only is refused.
+
+    The GFDL's terms (invariant sections, the licence text with every copy) do not fit audio
+    nor a trained model, so material offered only under the GFDL is left out.
+    """
+    parts = [p.strip() for p in re.split(r"\s+and\s+|\s+or\s+", licence or "") if p.strip()]
+    if parts and all(p.upper().startswith("GFDL") for p in parts):
+        return False, "GFDL-only"
+    return licence_allows_model(licence)
 
 
 @dataclass
@@ -532,11 +798,48 @@ def _find_deb(deb_dir: Path, name: str) -> Path | None:
     return debs[-1] if debs else None
 
 
-def fetch_package(name: str, cache_dir: Path) -> Path:
+def package_download_size(name: str) -> int | None:
+    """Size in bytes of the .deb ``apt-get download NAME`` would fetch (``--print-uris``), or None."""
+    if shutil.which("apt-get") is None:
+        return None
+    res = subprocess.run(["apt-get", "download", "--print-uris", name], capture_output=True, text=True)
+    for line in res.stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[0].startswith("'") and fields[2].isdigit():
+            return int(fields[2])
+    return None
+
+
+def announce_downloads(packages: Iterable[str], cache_dir: Path) -> list[tuple[str, int | None]]:
+    """Print (stderr, always) one line per package not yet in the cache with its size, and the total.
+
+    Returns ``[(package, bytes or None)]`` of the packages that will be downloaded.
+    """
+    deb_dir = cache_dir / "debs"
+    todo = [n for n in dict.fromkeys(packages) if _find_deb(deb_dir, n) is None]
+    plan = [(n, package_download_size(n)) for n in todo]
+    if plan:
+        for n, size in plan:
+            shown = f"{size / 1e6:9.1f} MB" if size is not None else "  size unknown"
+            print(f"[prepare] to download: {n:<36} {shown}", file=sys.stderr, flush=True)
+        total = sum(size or 0 for _, size in plan)
+        unknown = sum(size is None for _, size in plan)
+        print(
+            f"[prepare] to download: {len(plan)} package(s), {total / 1e6:.1f} MB in total"
+            + (f" (+{unknown} of unknown size)" if unknown else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+    return plan
+
+
+def fetch_package(name: str, cache_dir: Path, members: tuple[str, ...] = ()) -> Path:
     """Download (``apt-get download``) and extract (``dpkg-deb -x``) a package, cached.
 
     The .deb is kept in ``cache_dir/debs`` and the tree in ``cache_dir/pkgs/NAME``; both are
-    reused when present. Returns the extracted root; raises :class:`PrepareError`.
+    reused when present. ``members`` (tar shell patterns, e.g. ``./usr/share/doc/*``) extracts
+    only those members (``dpkg-deb --fsys-tarfile | tar -x``). Returns the extracted root;
+    raises :class:`PrepareError`.
     """
     deb_dir = cache_dir / "debs"
     pkg_dir = cache_dir / "pkgs"
@@ -556,16 +859,20 @@ def fetch_package(name: str, cache_dir: Path) -> Path:
             )
     root = pkg_dir / name
     marker = root / ".extracted"
-    if marker.is_file() and marker.read_text().strip() == deb.name:
+    stamp = deb.name + (" " + " ".join(members) if members else "")
+    if marker.is_file() and marker.read_text().strip() == stamp:
         return root
     if shutil.which("dpkg-deb") is None:
         raise PrepareError(f"{name}: dpkg-deb not available")
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=pkg_dir))
     try:
-        res = subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], capture_output=True, text=True)
-        if res.returncode != 0:
-            raise PrepareError(f"{name}: dpkg-deb -x failed: {res.stderr.strip()}")
-        (tmp / ".extracted").write_text(deb.name + "\n")
+        if members:
+            _extract_members(deb, tmp, members, name)
+        else:
+            res = subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], capture_output=True, text=True)
+            if res.returncode != 0:
+                raise PrepareError(f"{name}: dpkg-deb -x failed: {res.stderr.strip()}")
+        (tmp / ".extracted").write_text(stamp + "\n")
         if root.exists():
             shutil.rmtree(root)
         os.replace(tmp, root)
@@ -573,6 +880,121 @@ def fetch_package(name: str, cache_dir: Path) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def _extract_members(deb: Path, dest: Path, members: tuple[str, ...], name: str) -> None:
+    """Extract the tar members matching ``members`` of ``deb``'s data into ``dest``."""
+    if shutil.which("tar") is None:
+        raise PrepareError(f"{name}: tar not available")
+    dpkg = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+    try:
+        res = subprocess.run(
+            ["tar", "-x", "-C", str(dest), "--wildcards", *members],
+            stdin=dpkg.stdout,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        if dpkg.stdout is not None:
+            dpkg.stdout.close()
+        dpkg_rc = dpkg.wait()
+    if res.returncode != 0 or dpkg_rc != 0:
+        raise PrepareError(f"{name}: extracting {' '.join(members)} failed: {res.stderr.strip()[-300:]}")
+
+
+def read_openttd_cat(data: bytes) -> list[tuple[str, bytes]]:
+    """Entries ``(name, wav bytes)`` of an OpenTTD sound set (``.cat``).
+
+    Layout: a table of ``(uint32 offset, uint32 size)`` little-endian pairs (the first offset,
+    with its top bit as a format flag, is the table's length), then per entry a length byte, a
+    NUL-terminated name (OpenSFX: title, authors and licence) and ``size`` bytes of RIFF WAVE.
+    """
+    if len(data) < 8:
+        raise ValueError("not an OpenTTD .cat file (too short)")
+    table = struct.unpack_from("<I", data, 0)[0] & 0x7FFFFFFF
+    if table % 8 or not 8 <= table <= len(data):
+        raise ValueError("not an OpenTTD .cat file (bad offset table)")
+    entries = []
+    for i in range(table // 8):
+        off, size = struct.unpack_from("<II", data, 8 * i)
+        off &= 0x7FFFFFFF
+        if off >= len(data):
+            raise ValueError(f"entry {i}: offset beyond the end of the file")
+        name_len = data[off]
+        name = data[off + 1 : off + 1 + name_len].split(b"\0", 1)[0].decode("utf-8", "replace")
+        body = data[off + 1 + name_len : off + 1 + name_len + size]
+        entries.append((name, body))
+    return entries
+
+
+def _opensfx_member(index: int, name: str) -> tuple[str, str]:
+    """File name and licence text of an OpenSFX entry (``"Title". By X. License: CC ....``)."""
+    m = re.match(r'\s*"([^"]*)"', name)
+    title = m.group(1) if m else name[:40]
+    lic = re.search(r"Licen[cs]e:\s*(.*?)(?:\.\s|\.?$)", name)
+    return f"{index:03d}-{_slug(title).lower() or 'untitled'}.wav", lic.group(1).strip() if lic else ""
+
+
+UNPACKED = "_unpacked"
+LICENCES_NAME = "licences.json"  # per-member licences of an unpacked container (OpenSFX)
+
+
+def unpack_containers(root: Path, pattern: str, members: str | None = None) -> int:
+    """Extract the audio members of the containers under ``root`` whose path matches ``pattern``.
+
+    ``.zip`` archives (members matching ``members``, all when None) and OpenTTD ``.cat`` sound
+    sets (every RIFF entry, with its licence from the entry name in ``licences.json``) go to
+    ``root/_unpacked/<container name>/``; a ``.done`` stamp makes this a no-op the next time.
+    Returns the number of files extracted now. Raises :class:`PrepareError`.
+    """
+    rx = re.compile(pattern)
+    member_rx = re.compile(members) if members else None
+    written = 0
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and UNPACKED not in p.parts):
+        rel = path.relative_to(root).as_posix()
+        if not rx.search(rel):
+            continue
+        dest = root / UNPACKED / path.name
+        stamp = f"{path.stat().st_size} {members}"
+        done = dest / ".done"
+        if done.is_file() and done.read_text().strip() == stamp:
+            continue
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        try:
+            if path.suffix.lower() == ".zip":
+                with zipfile.ZipFile(path) as zf:
+                    for info in zf.infolist():
+                        if info.is_dir() or (member_rx is not None and not member_rx.search(info.filename)):
+                            continue
+                        zf.extract(info, dest)
+                        written += 1
+            elif path.suffix.lower() == ".cat":
+                licences = {}
+                for i, (name, body) in enumerate(read_openttd_cat(path.read_bytes())):
+                    fname, lic = _opensfx_member(i, name)
+                    wanted = member_rx is None or member_rx.search(fname) is not None
+                    if not body.startswith(b"RIFF") or not wanted:
+                        continue
+                    (dest / fname).write_bytes(body)
+                    licences[(dest / fname).relative_to(root).as_posix()] = {"text": lic, "entry": name}
+                    written += 1
+                (dest / LICENCES_NAME).write_text(json.dumps(licences, indent=1, sort_keys=True) + "\n")
+            else:
+                raise PrepareError(f"{rel}: unknown container type")
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise PrepareError(f"{rel}: cannot unpack ({exc})") from None
+        done.write_text(stamp + "\n")
+    return written
+
+
+def _member_licences(root: Path) -> dict[str, dict]:
+    """``{rel: {"text", "entry"}}`` of every ``licences.json`` under ``root/_unpacked``."""
+    out: dict[str, dict] = {}
+    for path in sorted((root / UNPACKED).glob(f"*/{LICENCES_NAME}")):
+        out.update(json.loads(path.read_text()))
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -635,9 +1057,13 @@ class _Source:
     skipped: Counter = field(default_factory=Counter)
     excluded_reason: str | None = None  # the whole source is excluded
     cut_split: bool = False
+    concat: bool = False  # short clips concatenated per (speaker, licence) into utterances
     # filled while processing
     outputs: list[dict] = field(default_factory=list)  # manifest rows without split (split may be preset)
     short: list[tuple[_Item, float]] = field(default_factory=list)
+    screens: list[dict] = field(default_factory=list)  # speech screening figures of every decoded file
+    screening: dict | None = None  # screen_decision() of a speech source
+    clips: list[tuple[_Item, float]] = field(default_factory=list)  # concat sources: usable clips
 
 
 def _slug(source: str) -> str:
@@ -645,6 +1071,7 @@ def _slug(source: str) -> str:
 
 
 def _clean_rel(rel: str) -> str:
+    rel = re.sub(rf"^{UNPACKED}/", "", rel)
     rel = re.sub(r"^usr/share/(games/)?", "", rel)
     rel = str(Path(rel).with_suffix(""))
     return re.sub(r"[^A-Za-z0-9._/-]+", "_", rel)
@@ -718,52 +1145,163 @@ def _librispeech_source(data_dir: Path, readme: Path, log: _Log) -> tuple[_Sourc
     return src, {f"librispeech-{k}": v for k, v in sexes.items()}
 
 
+def read_shared_manifest(folder: Path) -> dict[str, dict]:
+    """``{file: entry}`` of a shared folder's ``manifest.json`` (a list of ``{file, licence, ...}``).
+
+    Returns ``{}`` when there is none; raises :class:`PrepareError` when it is malformed.
+    """
+    path = folder / SHARED_MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+        return {str(e["file"]): dict(e) for e in entries}
+    except (ValueError, TypeError, KeyError) as exc:
+        raise PrepareError(f"{path}: not a list of {{file, licence}} entries ({exc})") from None
+
+
+def _per_file_licence(src: _Source, folder: Path, rel: str, entries: dict[str, dict]) -> str | None:
+    """Normalised licence of ``rel`` from ``entries`` (a shared manifest), or None when refused.
+
+    Refusals are counted in ``src.skipped``; accepted licences are added to the evidence.
+    """
+    entry = entries.get(rel)
+    if entry is None:
+        src.skipped[f"not in {SHARED_MANIFEST}"] += 1
+        return None
+    text = str(entry.get("licence", ""))
+    licence = normalise_licence(text)
+    ok, why = shared_licence_ok(licence)
+    if not ok:
+        src.skipped[why] += 1
+        return None
+    src.licence_evidence.add(f"{folder.name}/{SHARED_MANIFEST}: {text!r} -> {licence}")
+    return licence
+
+
 def _shared_noise_sources(data_dir: Path, readme: Path) -> list[_Source]:
+    """One source per ``noise/<folder>``: per-file licences from its ``manifest.json`` if any, else
+    the folder's licence from the shared README (or :data:`SHARED_LICENCES`)."""
     out = []
     noise_dir = data_dir / "noise"
     if not noise_dir.is_dir():
         return out
     for folder in sorted(p for p in noise_dir.iterdir() if p.is_dir()):
         src = _Source(folder.name, "noise")
-        licence = _licence_from_readme(readme, f"noise/{folder.name}/")
-        if licence:
-            src.licence_evidence.add(f"shared README.md: {licence}")
-        else:
-            licence = SHARED_LICENCES.get(f"noise/{folder.name}")
-            src.licence_evidence.add(f"gtcrn.prepare.SHARED_LICENCES: {licence}")
-        ok, why = licence_allows_model(licence or "")
-        if not ok:
-            src.excluded_reason = why
+        entries = read_shared_manifest(folder)
+        licence = None
+        if not entries:
+            licence = _licence_from_readme(readme, f"noise/{folder.name}/")
+            if licence:
+                src.licence_evidence.add(f"shared README.md: {licence}")
+            else:
+                licence = SHARED_LICENCES.get(f"noise/{folder.name}")
+                src.licence_evidence.add(f"gtcrn.prepare.SHARED_LICENCES: {licence}")
+            ok, why = licence_allows_model(licence or "")
+            if not ok:
+                src.excluded_reason = why
         for path in sorted(folder.rglob("*")):
             if path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file():
                 rel = path.relative_to(folder).as_posix()
-                src.items.append(
-                    _Item(path, rel, f"noise/{_slug(src.name)}/{_clean_rel(rel)}", licence or "")
-                )
+                lic = _per_file_licence(src, folder, rel, entries) if entries else licence
+                if lic is None and entries:
+                    continue
+                src.items.append(_Item(path, rel, f"noise/{_slug(src.name)}/{_clean_rel(rel)}", lic or ""))
+        if entries and not src.items:
+            skipped = ", ".join(f"{k}: {v}" for k, v in src.skipped.items())
+            src.excluded_reason = f"no usable audio ({skipped})"
         out.append(src)
     return out
 
 
+def _rir_sources(data_dir: Path) -> list[_Source]:
+    """Measured room impulse responses of ``rir/`` (licence per file from its ``manifest.json``).
+
+    The source of a file is the first of :data:`RIR_SOURCES` whose pattern matches the manifest's
+    ``source`` field or the file name (``real-rir`` otherwise).
+    """
+    folder = data_dir / RIR_DIR
+    if not folder.is_dir():
+        return []
+    entries = read_shared_manifest(folder)
+    by_name: dict[str, _Source] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in AUDIO_EXTENSIONS or not path.is_file():
+            continue
+        rel = path.name
+        entry = entries.get(rel, {})
+        name = next(
+            (
+                n
+                for rx, n in RIR_SOURCES
+                if re.search(rx, str(entry.get("source", ""))) or re.search(rx, rel, re.I)
+            ),
+            "real-rir",
+        )
+        src = by_name.setdefault(name, _Source(name, "rir"))
+        lic = _per_file_licence(src, folder, rel, entries)
+        if lic is not None:
+            src.items.append(_Item(path, rel, f"rir/{_slug(name)}/{_clean_rel(rel)}", lic))
+    return [by_name[n] for n in sorted(by_name)]
+
+
+def _gcompris_source(data_dir: Path, log: _Log) -> _Source:
+    """GCompris voice clips ``<language>/<activity>/<clip>.flac``; speaker ``gcompris-<language>``.
+
+    Regional variants are merged (``pt``/``pt_BR`` -> ``gcompris-pt``, ``zh_CN``/``zh_TW`` ->
+    ``gcompris-zh``); the clips are concatenated into utterances (:func:`_process_concat_source`).
+    """
+    src = _Source(GCOMPRIS_SOURCE, "speech", concat=True)
+    folder = data_dir / GCOMPRIS_DIR
+    if not folder.is_dir():
+        src.excluded_reason = f"not found: {folder}"
+        return src
+    entries = read_shared_manifest(folder)
+    if not entries:
+        src.excluded_reason = f"no {SHARED_MANIFEST} with per-file licences in {folder}"
+        return src
+    speaker_of = _folder_speaker("gcompris", r"^([^/]+)/", strip=r"[_@].*$")
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() not in AUDIO_EXTENSIONS or not path.is_file():
+            continue
+        rel = path.relative_to(folder).as_posix()
+        speaker, _ = speaker_of(rel)
+        if speaker is None:
+            src.skipped["not in a language folder"] += 1
+            continue
+        lic = _per_file_licence(src, folder, rel, entries)
+        if lic is not None:
+            src.items.append(_Item(path, rel, "", lic, speaker, None))
+    log(f"{GCOMPRIS_SOURCE}: {len(src.items)} clips, skipped {dict(src.skipped)}")
+    return src
+
+
 def _debian_source(name: str, cache_dir: Path, log: _Log) -> _Source:
     rule = PACKAGE_RULES[name]
+    package = rule.package or name
     src = _Source(f"debian:{name}", rule.kind)
     if rule.needs_ffmpeg and shutil.which("ffmpeg") is None:
         src.excluded_reason = "ffmpeg not found (needed to decode G.722): apt-get install ffmpeg"
         log(f"{src.name}: skipped, {src.excluded_reason}")
         return src
     try:
-        root = fetch_package(name, cache_dir)
+        root = fetch_package(package, cache_dir, rule.extract)
+        if rule.unpack:
+            n = unpack_containers(root, rule.unpack, rule.unpack_members)
+            if n:
+                log(f"{src.name}: unpacked {n} files from containers")
     except PrepareError as exc:
         src.excluded_reason = str(exc)
         log(f"{src.name}: skipped, {exc}")
         return src
-    cr_path = root / "usr/share/doc" / name / "copyright"
+    cr_path = root / "usr/share/doc" / package / "copyright"
     if not cr_path.is_file():
         src.excluded_reason = "no copyright file"
         return src
     info = parse_copyright(
-        cr_path.read_text(encoding="utf-8", errors="replace"), f"usr/share/doc/{name}/copyright"
+        cr_path.read_text(encoding="utf-8", errors="replace"), f"usr/share/doc/{package}/copyright"
     )
+    member_licences = _member_licences(root) if rule.unpack else {}
     include = re.compile(rule.include)
     exclude = re.compile(rule.exclude) if rule.exclude else None
     seen: set[str] = set()
@@ -782,7 +1320,11 @@ def _debian_source(name: str, cache_dir: Path, log: _Log) -> _Source:
             src.skipped["duplicate file"] += 1
             continue
         seen.add(digest)
-        licence, evidence = info.licence_for(rel, rule.licence_files)
+        if rel in member_licences:  # a container entry that names its own licence
+            licence = normalise_licence(member_licences[rel]["text"])
+            evidence = f"{Path(rel).parent.name} entry names: License: {member_licences[rel]['text']}"
+        else:
+            licence, evidence = info.licence_for(rel, rule.licence_files)
         ok, why = licence_allows_model(licence or "")
         if not ok:
             src.skipped[why] += 1
@@ -836,10 +1378,19 @@ class _DecisionCache:
             self.dirty = False
 
 
-def _load_trimmed(item: _Item, kind: str) -> np.ndarray:
+def _load_raw(item: _Item) -> np.ndarray:
     x = load_mono_16k(item.path)
-    if not np.all(np.isfinite(x)):
-        x = np.nan_to_num(x)
+    return np.nan_to_num(x) if not np.all(np.isfinite(x)) else x
+
+
+def _load_trimmed(item: _Item, kind: str) -> np.ndarray:
+    return _trimmed(_load_raw(item), kind)
+
+
+def _trimmed(x: np.ndarray, kind: str) -> np.ndarray:
+    """Trimmed and levelled speech/noise; impulse responses are returned untouched."""
+    if kind == "rir":
+        return x
     return fix_level(trim_silence(x, SAMPLE_RATE, top_db=TRIM_TOP_DB[kind]))
 
 
@@ -849,9 +1400,49 @@ def _write_flac(out_dir: Path, rel: str, audio: np.ndarray) -> None:
     write_audio(path, np.clip(audio, -1.0, 1.0), SAMPLE_RATE, subtype=SUBTYPE)
 
 
+def _cached(rec: dict | None, kind: str, out_dir: Path) -> bool:
+    """Whether a decision-cache record can be reused (speech records must carry the screening)."""
+    if rec is None or (kind == "speech" and rec["status"] != "unreadable" and "screen" not in rec):
+        return False
+    return rec["status"] != "ok" or all((out_dir / o).is_file() for o in rec.get("outputs", []))
+
+
+def _decide(src: _Source, item: _Item, out_dir: Path, outs: list[str]) -> tuple[dict, int]:
+    """Decode, screen (speech), trim and write one item; returns the cache record and files written."""
+    try:
+        x = _load_raw(item)
+    except AudioError as exc:
+        return {"status": "unreadable", "error": str(exc)}, 0
+    screen = screen_speech(x) if src.kind == "speech" else None
+    y = _trimmed(x, src.kind)
+    dur = y.size / SAMPLE_RATE
+    extra = {"screen": screen} if screen is not None else {}
+    min_speech = GCOMPRIS_MIN_CLIP_S if src.concat else MIN_SPEECH_S
+    if src.kind == "rir":
+        if y.size == 0 or not np.any(y):
+            return {"status": "silent"}, 0
+    elif y.size == 0 or dur < MIN_EVENT_S or (src.kind == "speech" and dur < min_speech):
+        return {"status": "too short" if y.size else "silent", "dur": dur, **extra}, 0
+    elif src.kind == "noise" and dur < MIN_NOISE_S:
+        return {"status": "short", "dur": dur}, 0
+    if screen is not None:
+        reason = screen_file_reason(screen)
+        if reason is not None:
+            return {"status": reason, "dur": dur, **extra}, 0
+    if src.concat:  # written later, concatenated with the other clips of its speaker
+        return {"status": "ok", "outputs": [], "dur": dur, **extra}, 0
+    if src.cut_split and dur >= 2 * CUT_DEV_MIN_S:
+        n_dev = max(int(round(DEV_FRACTION * y.size)), int(CUT_DEV_MIN_S * SAMPLE_RATE))
+        _write_flac(out_dir, outs[0], y[: y.size - n_dev])
+        _write_flac(out_dir, outs[1], y[y.size - n_dev :])
+        return {"status": "ok", "outputs": outs, **extra}, 2
+    out = f"{item.out_stem}.flac"
+    _write_flac(out_dir, out, y)
+    return {"status": "ok", "outputs": [out], **extra}, 1
+
+
 def _process_source(src: _Source, out_dir: Path, cache: _DecisionCache, log: _Log) -> None:
-    """Decode, trim and write every item of ``src`` (existing outputs are reused)."""
-    min_len = MIN_SPEECH_S if src.kind == "speech" else MIN_NOISE_S
+    """Decode, screen, trim and write every item of ``src`` (existing outputs are reused)."""
     written = 0
     for i, item in enumerate(src.items):
         if src.cut_split:
@@ -859,34 +1450,15 @@ def _process_source(src: _Source, out_dir: Path, cache: _DecisionCache, log: _Lo
         else:
             outs = [f"{item.out_stem}.flac"]
         rec = cache.get(item)
-        if rec is not None and rec["status"] == "ok" and all((out_dir / o).is_file() for o in rec["outputs"]):
-            pass
-        elif rec is not None and rec["status"] != "ok":
-            pass
-        else:
-            try:
-                y = _load_trimmed(item, src.kind)
-            except AudioError as exc:
-                rec = {"status": "unreadable", "error": str(exc)}
-            else:
-                dur = y.size / SAMPLE_RATE
-                if y.size == 0 or dur < MIN_EVENT_S or (src.kind == "speech" and dur < min_len):
-                    rec = {"status": "too short" if y.size else "silent", "dur": dur}
-                elif src.kind == "noise" and dur < min_len:
-                    rec = {"status": "short", "dur": dur}
-                elif src.cut_split and dur >= 2 * CUT_DEV_MIN_S:
-                    n_dev = max(int(round(DEV_FRACTION * y.size)), int(CUT_DEV_MIN_S * SAMPLE_RATE))
-                    _write_flac(out_dir, outs[0], y[: y.size - n_dev])
-                    _write_flac(out_dir, outs[1], y[y.size - n_dev :])
-                    rec = {"status": "ok", "outputs": outs}
-                    written += 2
-                else:
-                    out = f"{item.out_stem}.flac"
-                    _write_flac(out_dir, out, y)
-                    rec = {"status": "ok", "outputs": [out]}
-                    written += 1
+        if not _cached(rec, src.kind, out_dir):
+            rec, n = _decide(src, item, out_dir, outs)
+            written += n
             cache.put(item, rec)
+        if "screen" in rec:
+            src.screens.append(rec["screen"])
         if rec["status"] == "ok":
+            if src.concat:
+                src.clips.append((item, float(rec["dur"])))
             for o in rec["outputs"]:
                 split = "dev" if o.endswith(".dev.flac") else "train" if o.endswith(".train.flac") else None
                 src.outputs.append(_row(o, src, item, _duration(out_dir / o), split))
@@ -901,6 +1473,80 @@ def _process_source(src: _Source, out_dir: Path, cache: _DecisionCache, log: _Lo
     log(f"{src.name}: {len(src.outputs)} files ({written} written), {len(src.short)} short events")
 
 
+def plan_utterances(clips: list[tuple[str, float]], seed: int, key: str) -> list[list[str]]:
+    """Group clips ``(name, seconds)``, in the given order, into utterances of about 4-8 s.
+
+    An utterance is closed once it reaches a seeded target in CONCAT_TARGET_S, or before a clip
+    that would take it beyond CONCAT_MAX_S (counting a mean gap per join); a last group shorter
+    than the lower target joins the previous one when that stays within CONCAT_MAX_S, else it
+    stands alone if it reaches MIN_SPEECH_S and is dropped otherwise. ``key`` seeds the targets.
+    """
+    rng = np.random.default_rng(int(_hkey(seed, "utterances", key)[:12], 16))
+    gap = sum(CONCAT_GAP_S) / 2
+    groups: list[list[str]] = []
+    lengths: list[float] = []
+    cur: list[str] = []
+    acc = 0.0
+    target = rng.uniform(*CONCAT_TARGET_S)
+    for name, dur in clips:
+        if cur and acc + gap + dur > CONCAT_MAX_S:
+            groups.append(cur)
+            lengths.append(acc)
+            cur, acc, target = [], 0.0, rng.uniform(*CONCAT_TARGET_S)
+        acc += dur + (gap if cur else 0.0)
+        cur.append(name)
+        if acc >= target:
+            groups.append(cur)
+            lengths.append(acc)
+            cur, acc, target = [], 0.0, rng.uniform(*CONCAT_TARGET_S)
+    if cur:
+        if acc < CONCAT_TARGET_S[0] and groups and lengths[-1] + gap + acc <= CONCAT_MAX_S:
+            groups[-1].extend(cur)
+        elif acc >= MIN_SPEECH_S:
+            groups.append(cur)
+    return groups
+
+
+def _level_clip(x: np.ndarray) -> np.ndarray:
+    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) if x.size else 0.0
+    return (x * (10 ** (CONCAT_CLIP_RMS_DBFS / 20) / rms)).astype(np.float32) if rms > 0 else x
+
+
+def _process_concat_source(src: _Source, out_dir: Path, seed: int, log: _Log) -> None:
+    """Concatenate the usable clips of each (speaker, licence) of ``src`` into utterances.
+
+    Clips are taken in path order, levelled to CONCAT_CLIP_RMS_DBFS and joined with seeded
+    silent gaps (CONCAT_GAP_S); the file name carries the seed and a hash of its clips, so a
+    changed grouping never reuses a stale file. Existing files are not rewritten.
+    """
+    groups: dict[tuple[str, str], list[tuple[_Item, float]]] = defaultdict(list)
+    for item, dur in src.clips:
+        groups[(item.speaker or src.name, item.licence)].append((item, dur))
+    written = 0
+    for (speaker, licence), members in sorted(groups.items()):
+        members.sort(key=lambda m: m[0].rel)
+        by_rel = {m[0].rel: m[0] for m in members}
+        plan = plan_utterances([(m[0].rel, m[1]) for m in members], seed, f"{src.name}/{speaker}/{licence}")
+        lic_tag = _slug(licence.replace("+", "plus")).lower() or "unknown"
+        for k, rels in enumerate(plan):
+            digest = _hkey(seed, *rels)[:8]
+            rel = f"speech/{_slug(src.name)}/{_slug(speaker)}/s{seed}-{lic_tag}-{k:03d}-{digest}.flac"
+            path = out_dir / rel
+            if not path.is_file():
+                rng = np.random.default_rng(int(_hkey(seed, src.name, rel)[:12], 16))
+                pieces: list[np.ndarray] = []
+                for j, r in enumerate(rels):
+                    if j:
+                        pieces.append(np.zeros(int(rng.uniform(*CONCAT_GAP_S) * SAMPLE_RATE), np.float32))
+                    pieces.append(_level_clip(_load_trimmed(by_rel[r], "speech")))
+                _write_flac(out_dir, rel, fix_level(np.concatenate(pieces)))
+                written += 1
+            first = by_rel[rels[0]]
+            fake = _Item(first.path, rel, rel, licence, speaker, first.sex)
+            src.outputs.append(_row(rel, src, fake, _duration(path), None))
+    log(f"{src.name}: {len(src.clips)} clips -> {len(src.outputs)} utterances ({written} written)")
+
+
 def _row(path: str, src: _Source, item: _Item | None, duration: float, split: str | None) -> dict:
     return {
         "path": path,
@@ -912,6 +1558,7 @@ def _row(path: str, src: _Source, item: _Item | None, duration: float, split: st
         "sex": item.sex if item and src.kind == "speech" else None,
         "duration": duration,
         "sample_rate": SAMPLE_RATE,
+        "weight": 1.0,
     }
 
 
@@ -1016,6 +1663,24 @@ def _synthetic_source(out_dir: Path, seed: int, log: _Log) -> _Source:
     return src
 
 
+def _apply_screening(src: _Source, log: _Log) -> None:
+    """Decide on a speech source from its files' screening: drop it or set its rows' weight."""
+    if src.screening is None:
+        src.screening = screen_decision(src.screens)
+        src.screening["dropped_files"] = {
+            k: v for k, v in sorted(src.skipped.items()) if k.startswith("screened:")
+        }
+        extra = f" ({'; '.join(src.screening['reasons'])})" if src.screening["reasons"] else ""
+        log(f"{src.name}: screening -> {src.screening['decision']}{extra}")
+    if src.screening["decision"] == "drop":
+        src.excluded_reason = "screening: " + "; ".join(src.screening["reasons"])
+        src.outputs.clear()
+        src.clips.clear()
+        return
+    for r in src.outputs:
+        r["weight"] = float(src.screening["weight"])
+
+
 def _write_if_changed(path: Path, text: str) -> None:
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return
@@ -1041,9 +1706,11 @@ def _summary(src: _Source) -> dict:
         reason = src.excluded_reason
     elif not rows:
         reason = "no usable audio after filtering"
+    elif src.screening and src.screening["decision"] == "down-weight":
+        reason = "free licence, usable audio, down-weighted: " + "; ".join(src.screening["reasons"])
     else:
         reason = "free licence, usable audio"
-    return {
+    out = {
         "kind": src.kind,
         "licence": " | ".join(licences),
         "licence_evidence": sorted(src.licence_evidence),
@@ -1051,10 +1718,14 @@ def _summary(src: _Source) -> dict:
         "reason": reason,
         "files": len(rows),
         "hours": round(sum(r["duration"] for r in rows) / 3600, 4),
+        "weight": rows[0]["weight"] if rows else 0.0,
         "train": per_split["train"],
         "dev": per_split["dev"],
         "skipped": dict(sorted(src.skipped.items())),
     }
+    if src.screening is not None:
+        out["screening"] = src.screening
+    return out
 
 
 def prepare_pool(
@@ -1084,17 +1755,28 @@ def prepare_pool(
     sources: list[_Source] = []
     libri, libri_sexes = _librispeech_source(data_dir, readme, log)
     sources.append(libri)
+    sources.append(_gcompris_source(data_dir, log))
     sources.extend(_shared_noise_sources(data_dir, readme))
+    sources.extend(_rir_sources(data_dir))
     if debian_packages:
-        for name in SPEECH_PACKAGES + NOISE_PACKAGES:
+        rules = SPEECH_PACKAGES + NOISE_PACKAGES
+        announce_downloads([PACKAGE_RULES[n].package or n for n in rules], cache)
+        for name in rules:
             sources.append(_debian_source(name, cache, log))
 
     for src in sources:
         if src.excluded_reason is not None or not src.items:
             continue
-        src.cut_split = src.kind == "noise" and len(src.items) <= CUT_SPLIT_MAX_FILES
+        src.cut_split = (
+            src.kind == "noise" and len(src.items) <= CUT_SPLIT_MAX_FILES and src.name not in FIXED_DEV_FILES
+        )
         dc = _DecisionCache(cache / "decisions" / f"{_slug(src.name)}.json")
         _process_source(src, out_dir, dc, log)
+        if src.kind == "speech":
+            _apply_screening(src, log)
+        if src.concat and src.excluded_reason is None:
+            _process_concat_source(src, out_dir, seed, log)
+            _apply_screening(src, log)  # sets the weight of the new rows
 
     # ---- splits -------------------------------------------------------------------------
     libri_dev = select_librispeech_dev(
@@ -1118,9 +1800,19 @@ def prepare_pool(
         for r in src.outputs:
             r["split"] = decided[r["speaker"]]
     for src in sources:
-        if src.kind != "noise" or src.name == SYNTHETIC_SOURCE or (not src.outputs and not src.short):
+        if src.kind not in ("noise", "rir") or src.name == SYNTHETIC_SOURCE:
             continue
-        if src.cut_split:
+        if not src.outputs and not src.short:
+            continue
+        if src.name in FIXED_DEV_FILES:
+            dev_stems = set(FIXED_DEV_FILES[src.name])
+            split_of = {}
+            for item in src.items:
+                split_of[item.rel] = "dev" if Path(item.rel).stem in dev_stems else "train"
+            stem_split = {f"{item.out_stem}.flac": split_of[item.rel] for item in src.items}
+            for r in src.outputs:
+                r["split"] = stem_split[r["path"]]
+        elif src.cut_split:
             split_of = {}
             for r in src.outputs:
                 r["split"] = r["split"] or "train"
@@ -1156,9 +1848,16 @@ def prepare_pool(
         f"{kind}_{split}_hours": round(
             sum(r["duration"] for r in rows if r["kind"] == kind and r["split"] == split) / 3600, 4
         )
-        for kind in ("speech", "noise")
+        for kind in KINDS
         for split in ("train", "dev")
     }
+    totals.update(
+        {
+            f"{kind}_{split}_files": sum(r["kind"] == kind and r["split"] == split for r in rows)
+            for kind in KINDS
+            for split in ("train", "dev")
+        }
+    )
     _write_if_changed(
         out_dir / SOURCES_NAME,
         json.dumps({"seed": seed, "totals": totals, "sources": summary}, indent=2, ensure_ascii=False) + "\n",

@@ -67,11 +67,21 @@ README = """\
 """
 
 
-def _speech_like(seconds: float, rng: np.random.Generator, f0: float = 140.0) -> np.ndarray:
+def _speech_like(
+    seconds: float, rng: np.random.Generator, f0: float = 140.0, pauses: bool = False
+) -> np.ndarray:
+    """Harmonic 'voice' with a syllable envelope; ``pauses``: near-silent gaps between syllables
+    (as in read speech, so the screening sees a low noise floor), active at both ends for 2 s."""
     t = np.arange(int(seconds * SR)) / SR
     voiced = sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 6.28)) / k for k in range(1, 20))
-    env = 0.55 + 0.45 * np.sin(2 * np.pi * 3.0 * t)
-    return (0.2 * env * voiced / 3 + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+    if pauses:  # with wideband 'frication' in the syllables, as the screening expects of speech
+        env = 0.01 + 0.99 * np.sqrt(np.maximum(np.cos(2 * np.pi * 2.5 * t), 0.0))
+        voiced = voiced + 0.5 * rng.standard_normal(t.size)
+        noise = 0.0005
+    else:
+        env = 0.55 + 0.45 * np.sin(2 * np.pi * 3.0 * t)
+        noise = 0.01
+    return (0.2 * env * voiced / 3 + noise * rng.standard_normal(t.size)).astype(np.float32)
 
 
 def _make_shared(root: Path) -> Path:
@@ -81,7 +91,7 @@ def _make_shared(root: Path) -> Path:
     rows = "\n".join(f"{k:<5}| {v} | train-clean-100  | 25.00 | Reader {k}" for k, v in SPEAKERS.items())
     (libri / "SPEAKERS.TXT").write_text(SPEAKERS_TXT.format(rows=rows))
     for spk in SPEAKERS:
-        x = _speech_like(SPEECH_S, rng, f0=rng.uniform(100, 220))
+        x = _speech_like(SPEECH_S, rng, f0=rng.uniform(100, 220), pauses=True)
         name = f"{spk}-198-0000"
         if name == PADDED_UTT:
             x = np.concatenate([np.zeros(SR, np.float32), x])
@@ -97,8 +107,74 @@ def _make_shared(root: Path) -> Path:
     single.mkdir(parents=True)
     stereo = 0.1 * rng.standard_normal((6 * 48000, 2)).astype(np.float32)
     sf.write(str(single / "long.wav"), stereo, 48000)
+    _make_gcompris(root / "data/speech/gcompris-voices", rng)
+    _make_blanket(root / "data/noise/blanket", rng)
+    _make_rirs(root / "data/rir", rng)
     (root / "README.md").write_text(README)
     return root
+
+
+#: language folder -> (licence, number of 0.5-1.2 s clips); pt_BR and zh_TW merge with pt and zh_CN.
+GCOMPRIS = {
+    "af": ("Hermien Bos 2011 / GPL", 9),
+    "pt": ("Claudia Charruau / GPL V3+", 6),
+    "pt_BR": ("Marcos Dias Meneghel / GPL", 6),
+    "zh_CN": ("Smart4Kids.com Creative Common License BY-SA", 8),
+    "zh_TW": ("Public Domain", 4),
+    "lt": ("Jonas J. 2013 / GNU GPL V3+ & FreeArt", 8),
+}
+GCOMPRIS_REFUSED = {"af/misc/gfdl.flac": "Someone / GFDL", "af/misc/nc.flac": "CC BY-NC 4.0"}
+BLANKET = {
+    "birds": "CC0 (kvgarlic, freesound 156826)",
+    "city": "CC BY (gezortenplotz, freesound 44796)",
+    "coffee-shop": "Public Domain (stephan, soundbible 1664)",
+    "train": "CC BY 3.0 (SDLx, freesound 259988)",
+    "wind": "CC0 (felix.blume, freesound 217506)",
+    "rain": "CC BY (alex36917, freesound 524605)",
+}
+RIRS = {
+    "genesis_6_studio_live_room": ("OpenAIR: Genesis 6 Studio Live Room", "CC BY 4.0"),
+    "st_margaret_s_church": ("OpenAIR: St. Margaret's Church", "CC BY 4.0"),
+    "jack_lyons_hall_university_of_york": ("OpenAIR: Jack Lyons Hall, University of York", "CC BY 4.0"),
+    "clap_room": ("hand-clap room response", "CC0"),
+}
+
+
+def _make_gcompris(folder: Path, rng: np.random.Generator) -> None:
+    entries = []
+    for lang, (licence, n) in GCOMPRIS.items():
+        f0 = rng.uniform(100, 250)
+        for i in range(n):
+            rel = f"{lang}/{'alphabet' if i % 2 else 'colors'}/w{i:02d}.flac"
+            seconds = float(rng.uniform(0.5, 1.2))
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(folder / rel), _speech_like(seconds, rng, f0=f0, pauses=True), SR, subtype="PCM_16")
+            entries.append({"file": rel, "seconds": round(seconds, 3), "licence": licence})
+    for rel, licence in GCOMPRIS_REFUSED.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(folder / rel), _speech_like(1.0, rng), SR, subtype="PCM_16")
+        entries.append({"file": rel, "seconds": 1.0, "licence": licence})
+    (folder / "manifest.json").write_text(json.dumps(entries, indent=1))
+
+
+def _make_blanket(folder: Path, rng: np.random.Generator) -> None:
+    folder.mkdir(parents=True)
+    for name in BLANKET:
+        sf.write(str(folder / f"{name}.flac"), 0.05 * rng.standard_normal(4 * SR), SR, subtype="PCM_16")
+    entries = [{"file": f"{k}.flac", "licence": v, "edited_by": "x"} for k, v in BLANKET.items()]
+    (folder / "manifest.json").write_text(json.dumps(entries))
+
+
+def _make_rirs(folder: Path, rng: np.random.Generator) -> None:
+    folder.mkdir(parents=True)
+    for name in RIRS:
+        n = SR // 2
+        rir = np.zeros(n, np.float32)
+        rir[400:] = 0.3 * rng.standard_normal(n - 400) * np.exp(-np.arange(n - 400) / 1500)
+        rir[400] = 0.9  # the direct sound after 25 ms of silence: the onset must be kept
+        sf.write(str(folder / f"{name}.flac"), rir, SR, subtype="PCM_16")
+    entries = [{"file": f"{k}.flac", "source": s, "licence": lic} for k, (s, lic) in RIRS.items()]
+    (folder / "manifest.json").write_text(json.dumps(entries))
 
 
 @pytest.fixture(scope="module")
@@ -127,28 +203,44 @@ def test_manifest_keys_and_values(pool):
     assert rows and paths == sorted(paths) and len(set(paths)) == len(paths)
     for r in rows:
         assert tuple(r) == MANIFEST_KEYS
-        assert r["kind"] in ("speech", "noise") and r["split"] in ("train", "dev")
+        assert r["kind"] in ("speech", "noise", "rir") and r["split"] in ("train", "dev")
         assert r["sample_rate"] == SR and isinstance(r["duration"], float) and r["duration"] > 0
         assert not r["path"].startswith("/") and "\\" not in r["path"] and (out / r["path"]).is_file()
-        assert r["licence"]
-        if r["kind"] == "speech":
-            assert isinstance(r["speaker"], str) and r["sex"] in ("M", "F")
-            assert r["source"] == "librispeech-train-clean-100" and r["licence"] == "CC-BY-4.0"
+        assert r["licence"] and r["weight"] == 1.0
+        if r["kind"] == "speech" and r["source"] == "librispeech-train-clean-100":
+            assert isinstance(r["speaker"], str) and r["sex"] in ("M", "F") and r["licence"] == "CC-BY-4.0"
+        elif r["kind"] == "speech":
+            assert r["source"] == "gcompris-voices" and r["speaker"].startswith("gcompris-")
         else:
             assert r["speaker"] is None and r["sex"] is None
     sources = {r["source"] for r in rows}
-    assert sources == {"librispeech-train-clean-100", "fake-bg", "fake-single", "synthetic"}
+    assert sources == {
+        "librispeech-train-clean-100",
+        "gcompris-voices",
+        "fake-bg",
+        "fake-single",
+        "blanket",
+        "openair-rir",
+        "clap-rir",
+        "synthetic",
+    }
     assert {r["licence"] for r in rows if r["source"] == "fake-single"} == {"CC0-1.0"}
-    for kind in ("speech", "noise"):
+    for kind in ("speech", "noise", "rir"):
         assert {r["split"] for r in rows if r["kind"] == kind} == {"train", "dev"}
     summary = json.loads((out / "sources.json").read_text())
     assert summary["sources"]["librispeech-train-clean-100"]["included"] is True
     assert summary["sources"]["synthetic"]["files"] == 16
+    for name, src in summary["sources"].items():
+        assert {"licence", "hours", "files", "train", "dev", "weight"} <= set(src), name
+    totals = summary["totals"]
+    assert totals["rir_dev_files"] == 2 and totals["rir_train_files"] == 2
+    speech_h = sum(r["duration"] for r in rows if r["kind"] == "speech") / 3600
+    assert totals["speech_train_hours"] + totals["speech_dev_hours"] == pytest.approx(speech_h, abs=2e-4)
 
 
 def test_dev_speakers_balanced_and_disjoint(pool):
     _, manifest, _ = pool
-    speech = [r for r in _rows(manifest) if r["kind"] == "speech"]
+    speech = [r for r in _rows(manifest) if r["source"] == "librispeech-train-clean-100"]
     assert len(speech) == len(SPEAKERS)
     dev = {r["speaker"]: r["sex"] for r in speech if r["split"] == "dev"}
     train = {r["speaker"] for r in speech if r["split"] == "train"}
@@ -375,3 +467,333 @@ def test_debian_package_path(tmp_path, monkeypatch):
     assert skipped["duplicate file"] == 1 and skipped["too short"] == 3
     assert summary["librispeech-train-clean-100"]["included"] is False
     assert (cache / "pkgs" / name / ".extracted").is_file()
+
+
+# ---- shared folders with per-file licences: GCompris, Blanket, RIRs ---------------------------
+
+
+def test_gcompris_utterances(pool):
+    out, manifest, _ = pool
+    rows = [r for r in _rows(manifest) if r["source"] == "gcompris-voices"]
+    assert {r["speaker"] for r in rows} == {"gcompris-af", "gcompris-pt", "gcompris-zh", "gcompris-lt"}
+    for spk in {r["speaker"] for r in rows}:
+        assert len({r["split"] for r in rows if r["speaker"] == spk}) == 1  # split by language
+    assert all(r["sex"] is None and r["kind"] == "speech" for r in rows)
+    assert {r["licence"] for r in rows if r["speaker"] == "gcompris-zh"} == {"CC-BY-SA", "public-domain"}
+    assert {r["licence"] for r in rows if r["speaker"] == "gcompris-lt"} == {"GPL-3+ and FAL"}
+    assert {r["licence"] for r in rows if r["speaker"] == "gcompris-pt"} == {"GPL", "GPL-3+"}
+    for r in rows:
+        assert prepare.MIN_SPEECH_S <= r["duration"] <= prepare.CONCAT_MAX_S + 0.5
+    assert sum(r["duration"] >= prepare.CONCAT_TARGET_S[0] for r in rows) >= len(rows) // 2
+    # every usable clip is used once: total duration = clips (trimmed) + gaps
+    n_clips = sum(n for _, n in GCOMPRIS.values())
+    total = sum(r["duration"] for r in rows)
+    assert n_clips * 0.3 < total < n_clips * 1.2 + n_clips * max(prepare.CONCAT_GAP_S)
+    src = json.loads((out / "sources.json").read_text())["sources"]["gcompris-voices"]
+    assert src["skipped"]["GFDL-only"] == 1 and src["skipped"]["non-free licence (CC-BY-NC-4.0)"] == 1
+    assert src["screening"]["decision"] == "keep" and src["screening"]["files"] == n_clips
+    # a gap of silence between two clips: some 0.1-0.3 s run of near-zero samples
+    x, _ = sf.read(str(out / rows[0]["path"]))
+    quiet = np.abs(x) < 1e-3
+    runs = np.diff(np.flatnonzero(np.diff(np.concatenate([[0], quiet.astype(int), [0]]))))[::2]
+    assert runs.size and runs.max() >= 0.09 * SR
+
+
+def test_blanket_fixed_split_and_licences(pool):
+    _, manifest, _ = pool
+    rows = {Path(r["path"]).stem: r for r in _rows(manifest) if r["source"] == "blanket"}
+    assert set(rows) == set(BLANKET)
+    assert {k for k, r in rows.items() if r["split"] == "dev"} == {"coffee-shop", "train", "wind"}
+    assert rows["birds"]["licence"] == "CC0-1.0" and rows["city"]["licence"] == "CC-BY"
+    assert rows["train"]["licence"] == "CC-BY-3.0" and rows["coffee-shop"]["licence"] == "public-domain"
+
+
+def test_rir_rows_untouched(pool):
+    out, manifest, shared = pool
+    rows = {Path(r["path"]).stem: r for r in _rows(manifest) if r["kind"] == "rir"}
+    assert set(rows) == set(RIRS)
+    assert {k for k, r in rows.items() if r["split"] == "dev"} == set(prepare.FIXED_DEV_FILES["openair-rir"])
+    r = rows["clap_room"]
+    assert r == {
+        "path": "rir/clap-rir/clap_room.flac",
+        "kind": "rir",
+        "split": "train",
+        "source": "clap-rir",
+        "licence": "CC0-1.0",
+        "speaker": None,
+        "sex": None,
+        "duration": 0.5,
+        "sample_rate": SR,
+        "weight": 1.0,
+    }
+    assert rows["st_margaret_s_church"]["source"] == "openair-rir"
+    assert rows["st_margaret_s_church"]["licence"] == "CC-BY-4.0"
+    for name in RIRS:  # not trimmed, not re-levelled: sample-exact
+        a, _ = sf.read(str(shared / "data/rir" / f"{name}.flac"), dtype="int16")
+        b, _ = sf.read(str(out / rows[name]["path"]), dtype="int16")
+        assert np.array_equal(a, b)
+
+
+def test_normalise_licence():
+    from gtcrn.prepare import normalise_licence, shared_licence_ok
+
+    cases = {
+        "CC0 (kvgarlic, freesound 156826)": "CC0-1.0",
+        "CC BY (gezortenplotz, freesound 44796)": "CC-BY",
+        "CC BY 3.0 (SDLx, freesound 259988)": "CC-BY-3.0",
+        "CC BY 4.0": "CC-BY-4.0",
+        "CC0": "CC0-1.0",
+        "Public Domain (stephan, soundbible 1664)": "public-domain",
+        "Hermien Bos 2011 / GPL": "GPL",
+        "Olga R./Jozef R. 2012 / GPL V3+": "GPL-3+",
+        "Marina S. (voice), Ivar S. (tech) / GPL 2 +": "GPL-2+",
+        "Enrico N. (2013) / GPLv3+": "GPL-3+",
+        "Jonas J. & Rolandas J. 2013 / GNU GPL V3+ & FreeArt": "GPL-3+ and FAL",
+        "Smart4Kids.com Creative Common License BY-SA": "CC-BY-SA",
+        "Creative Commons Attribution-ShareAlike 3.0 Unported": "CC-BY-SA-3.0",
+        "Creative Commons Zero 1.0": "CC0-1.0",
+        "CC BY-NC 4.0": "CC-BY-NC-4.0",
+        "all rights reserved": "all rights reserved",
+    }
+    for text, want in cases.items():
+        assert normalise_licence(text) == want, text
+    assert shared_licence_ok("GPL-3+ and FAL")[0] and shared_licence_ok("CC-BY")[0]
+    assert shared_licence_ok(normalise_licence("X / GFDL")) == (False, "GFDL-only")
+    assert not shared_licence_ok("CC-BY-NC-4.0")[0] and not shared_licence_ok("all rights reserved")[0]
+
+
+# ---- screening ---------------------------------------------------------------------------------
+
+
+def test_screen_speech_figures():
+    from scipy.signal import butter, sosfilt
+
+    from gtcrn.prepare import screen_decision, screen_file_reason, screen_speech
+
+    rng = np.random.default_rng(3)
+    clean = _speech_like(3.0, rng, pauses=True)
+    fig = screen_speech(clean)
+    assert fig["hf_db"] > prepare.SCREEN_WEIGHT_HF_DB and fig["floor_db"] < prepare.SCREEN_WEIGHT_FLOOR_DB
+    assert fig["clip"] == 0.0 and screen_file_reason(fig) is None
+    muffled = sosfilt(butter(8, 2000, fs=SR, output="sos"), clean)
+    assert screen_file_reason(screen_speech(muffled)) == "screened: band-limited"
+    noisy = clean + 0.1 * rng.standard_normal(clean.size)
+    assert screen_file_reason(screen_speech(noisy)) == "screened: noise floor"
+    clipped = np.clip(clean * 20, -1, 1)
+    assert screen_file_reason(screen_speech(clipped)) == "screened: clipped"
+    padded = np.concatenate([np.zeros(SR), clean])  # digital silence is not a noise floor
+    assert screen_speech(padded)["floor_db"] == pytest.approx(fig["floor_db"], abs=1.0)
+
+    good = {"hf_db": -18.0, "floor_db": -35.0, "clip": 0.0}
+    assert screen_decision([good] * 5)["decision"] == "keep"
+    assert screen_decision([good] * 5)["weight"] == 1.0
+    narrow = dict(good, hf_db=prepare.SCREEN_REF_HF_DB - 9)
+    d = screen_decision([narrow] * 5)
+    assert d["decision"] == "down-weight" and d["weight"] == prepare.SCREEN_DOWN_WEIGHT
+    assert d["hf_vs_ref_db"] == pytest.approx(-9.0)
+    nl = dict(good, hf_db=prepare.SCREEN_REF_HF_DB - 18)  # like fillets-ng-data-nl
+    assert screen_decision([nl] * 5)["decision"] == "drop"
+    assert screen_decision([dict(good, floor_db=-16.0)] * 5)["decision"] == "down-weight"
+    assert screen_decision([dict(good, floor_db=-9.0)] * 5)["decision"] == "drop"
+    some_clip = [dict(good, clip=0.002)] * 2 + [good] * 3
+    assert screen_decision(some_clip)["decision"] == "down-weight"
+    assert screen_decision([dict(good, clip=0.005)] * 5)["decision"] == "drop"
+
+
+def test_plan_utterances():
+    from gtcrn.prepare import plan_utterances
+
+    rng = np.random.default_rng(0)
+    clips = [(f"c{i:03d}", float(rng.uniform(0.4, 1.6))) for i in range(60)]
+    plan = plan_utterances(clips, seed=0, key="x")
+    assert plan == plan_utterances(clips, seed=0, key="x") and plan != plan_utterances(clips, seed=1, key="x")
+    assert [c for g in plan for c in g] == [c for c, _ in clips]  # all clips, in order, once
+    dur = dict(clips)
+    gap = sum(prepare.CONCAT_GAP_S) / 2
+    lengths = [sum(dur[c] for c in g) + gap * (len(g) - 1) for g in plan]
+    assert all(length <= prepare.CONCAT_MAX_S + 1e-9 for length in lengths)
+    assert all(length >= prepare.CONCAT_TARGET_S[0] for length in lengths[:-1])
+    assert plan_utterances([("a", 0.5)], 0, "x") == []  # too little for one utterance
+
+
+# ---- containers and downloads ------------------------------------------------------------------
+
+
+def _wav_bytes(x: np.ndarray, sr: int = 22050) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    sf.write(buf, x, sr, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def _openttd_cat(entries: list[tuple[str, bytes]]) -> bytes:
+    """An OpenTTD .cat: (offset|0x80000000 for the first, size) table, then name + body per entry."""
+    import struct
+
+    table = 8 * len(entries)
+    blobs, offsets, pos = [], [], table
+    for name, body in entries:
+        raw = name.encode() + b"\0"
+        offsets.append((pos, len(body)))
+        blobs.append(bytes([len(raw)]) + raw + body)
+        pos += 1 + len(raw) + len(body)
+    head = b"".join(
+        struct.pack("<II", off | (0x80000000 if i == 0 else 0), size)
+        for i, (off, size) in enumerate(offsets)
+    )
+    return head + b"".join(blobs)
+
+
+def test_openttd_cat_and_zip_unpack(tmp_path):
+    import zipfile
+
+    from gtcrn.prepare import read_openttd_cat, unpack_containers
+
+    rng = np.random.default_rng(2)
+    wav = _wav_bytes(0.1 * rng.standard_normal(22050))
+    cat = _openttd_cat(
+        [
+            ('"Wind". By A. License: Creative Commons Attribution 3.0 Unported.', wav),
+            ('"Cow". Original by B. License: Creative Commons Zero 1.0.', wav[:-10] + b"x" * 10),
+            ('"Unused/Nothing". Trivial. License: Creative Commons Zero 1.0.', b"junk"),
+        ]
+    )
+    assert [n[:6] for n, _ in read_openttd_cat(cat)] == ['"Wind"', '"Cow".', '"Unuse']
+    root = tmp_path / "pkg"
+    (root / "usr/share/x").mkdir(parents=True)
+    (root / "usr/share/x/sfx.cat").write_bytes(cat)
+    with zipfile.ZipFile(root / "usr/share/x/public.zip", "w") as zf:
+        zf.writestr("audio/ambient/rain.wav", wav)
+        zf.writestr("audio/voice/hello.wav", wav)
+        zf.writestr("art/big.png", b"\0" * 1000)
+    assert unpack_containers(root, r"sfx\.cat$") == 2  # the non-RIFF entry is skipped
+    assert unpack_containers(root, r"public\.zip$", r"^audio/ambient/") == 1
+    unpacked = root / prepare.UNPACKED
+    assert (unpacked / "public.zip/audio/ambient/rain.wav").is_file()
+    assert not (unpacked / "public.zip/audio/voice").exists() and not (unpacked / "public.zip/art").exists()
+    assert sorted(p.name for p in (unpacked / "sfx.cat").glob("*.wav")) == ["000-wind.wav", "001-cow.wav"]
+    lic = prepare._member_licences(root)
+    assert {prepare.normalise_licence(v["text"]) for v in lic.values()} == {"CC-BY-3.0", "CC0-1.0"}
+    x, sr = sf.read(str(unpacked / "sfx.cat/000-wind.wav"))
+    assert sr == 22050 and x.size == 22050
+    assert unpack_containers(root, r"public\.zip$", r"^audio/ambient/") == 0  # stamped: nothing to do
+
+
+def test_announce_downloads(tmp_path, monkeypatch, capsys):
+    from gtcrn.prepare import announce_downloads
+
+    (tmp_path / "debs").mkdir()
+    (tmp_path / "debs/cached-pkg_1.0_all.deb").write_bytes(b"")
+    sizes = {"big-pkg": 1_377_557_908, "small-pkg": 9_895_076, "odd-pkg": None}
+    monkeypatch.setattr(prepare, "package_download_size", lambda name: sizes[name])
+    plan = announce_downloads(["cached-pkg", "big-pkg", "small-pkg", "big-pkg", "odd-pkg"], tmp_path)
+    assert plan == [("big-pkg", 1_377_557_908), ("small-pkg", 9_895_076), ("odd-pkg", None)]
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4 and "big-pkg" in err[0] and "1377.6 MB" in err[0] and "size unknown" in err[2]
+    assert "3 package(s), 1387.5 MB in total (+1 of unknown size)" in err[3]
+    assert announce_downloads(["cached-pkg"], tmp_path) == [] and capsys.readouterr().err == ""
+
+
+def _build_deb(tmp_path: Path, name: str, files: dict[str, bytes], copyright_text: str) -> Path:
+    """A .deb of ``files`` (path in the package -> bytes) in ``tmp_path/cache/debs``."""
+    tree = tmp_path / f"build-{name}"
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "DEBIAN/control").write_text(
+        f"Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@t>\nDescription: test\n"
+    )
+    files = {f"usr/share/doc/{name}/copyright": copyright_text.encode(), **files}
+    for rel, data in files.items():
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_bytes(data)
+    debs = tmp_path / "cache/debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-b", str(tree), str(debs / f"{name}_1.0_all.deb")],
+        check=True,
+        capture_output=True,
+    )
+    return debs
+
+
+DEP5 = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb not available")
+def test_debian_zip_members_and_speech_screening(tmp_path, monkeypatch):
+    """Members-only extraction + zip unpacking (noise); a muffled and a noisy voice package."""
+    import io
+    import zipfile
+
+    from scipy.signal import butter, sosfilt
+
+    rng = np.random.default_rng(9)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i in range(4):
+            zf.writestr(f"audio/ambient/amb{i}.wav", _wav_bytes(0.1 * rng.standard_normal(3 * 22050)))
+        zf.writestr("audio/music/track.wav", _wav_bytes(0.1 * rng.standard_normal(3 * 22050)))
+    _build_deb(
+        tmp_path,
+        "fake-game-data",
+        {"usr/share/games/fake/public.zip": buf.getvalue(), "usr/share/games/fake/huge.bin": b"\0" * 4096},
+        DEP5 + "Files: *\nCopyright: a\nLicense: CC-BY-SA-3.0\n",
+    )
+    lowpass = butter(8, 2000, fs=SR, output="sos")
+    voices: dict[str, dict[str, bytes]] = {"fake-muffled": {}, "fake-noisy": {}}
+    for spk in ("ann", "ben", "cid"):
+        for i in range(3):
+            clean = _speech_like(2.0, rng, f0=rng.uniform(100, 220), pauses=True)
+            rel = f"usr/share/voices/{spk}/l{i}.wav"
+            voices["fake-muffled"][rel] = _wav_bytes(sosfilt(lowpass, clean), SR)
+            noisy = clean + 0.012 * rng.standard_normal(clean.size)  # floor around -15 dB
+            voices["fake-noisy"][rel] = _wav_bytes(noisy, SR)
+    for name, files in voices.items():
+        _build_deb(tmp_path, name, files, DEP5 + "Files: *\nCopyright: a\nLicense: GPL-2+\n")
+    extract = ("./usr/share/games/fake/public.zip", "./usr/share/doc/*")
+    zip_rule = dict(kind="noise", package="fake-game-data", extract=extract, unpack=r"public\.zip$")
+    rules = {
+        "fake-game-data": prepare.PackageRule(**zip_rule, include=r"public\.zip/audio/ambient/"),
+        "fake-music": prepare.PackageRule(**zip_rule, include=r"public\.zip/audio/music/"),
+    }
+    for name in voices:
+        rules[name] = prepare.PackageRule(
+            kind="speech",
+            include=r"voices/.+\.wav$",
+            speaker=prepare._folder_speaker(name, r"/voices/(\w+)/"),
+        )
+    for k, v in rules.items():
+        monkeypatch.setitem(prepare.PACKAGE_RULES, k, v)
+    monkeypatch.setattr(prepare, "SPEECH_PACKAGES", tuple(voices))
+    monkeypatch.setattr(prepare, "NOISE_PACKAGES", ("fake-game-data", "fake-music"))
+    monkeypatch.setattr(prepare, "SYNTH_CLIPS_PER_TYPE", 1)
+    monkeypatch.setattr(prepare, "SYNTH_DEV_CLIPS_PER_TYPE", 0)
+    monkeypatch.setattr(prepare, "SYNTH_CLIP_S", 2.0)
+    monkeypatch.setattr(prepare, "package_download_size", lambda name: pytest.fail("nothing to download"))
+    cache = tmp_path / "cache"
+    out = tmp_path / "pool"
+    manifest = prepare_pool(out, shared_dir=tmp_path / "no-shared", cache_dir=cache, progress=False)
+    rows = _rows(manifest)
+    root = cache / "pkgs/fake-game-data"
+    assert (root / "usr/share/games/fake/public.zip").is_file()
+    assert not (root / "usr/share/games/fake/huge.bin").exists()  # only the named members
+    amb = [r for r in rows if r["source"] == "debian:fake-game-data"]
+    music = [r for r in rows if r["source"] == "debian:fake-music"]
+    assert len(amb) == 4 and {r["licence"] for r in amb + music} == {"CC-BY-SA-3.0"}
+    assert {r["split"] for r in music} == {"train", "dev"}  # a single file: cut in two
+    assert all(r["path"].startswith("noise/debian-fake-game-data/public.zip/audio/ambient/") for r in amb)
+    summary = json.loads((out / "sources.json").read_text())["sources"]
+    muffled = summary["debian:fake-muffled"]
+    assert muffled["included"] is False and muffled["reason"].startswith("screening: band-limited")
+    assert muffled["screening"]["decision"] == "drop" and muffled["screening"]["hf_vs_ref_db"] < -12
+    assert not any(r["source"] == "debian:fake-muffled" for r in rows)
+    noisy = summary["debian:fake-noisy"]
+    assert noisy["included"] is True and noisy["screening"]["decision"] == "down-weight", noisy["screening"]
+    noisy_rows = [r for r in rows if r["source"] == "debian:fake-noisy"]
+    assert len(noisy_rows) == 9 and {r["weight"] for r in noisy_rows} == {prepare.SCREEN_DOWN_WEIGHT}
+    assert noisy["weight"] == prepare.SCREEN_DOWN_WEIGHT
+    # a second run: identical manifest, nothing re-extracted
+    before = manifest.read_bytes()
+    marker = (root / ".extracted").stat().st_mtime_ns
+    prepare_pool(out, shared_dir=tmp_path / "no-shared", cache_dir=cache, progress=False)
+    assert manifest.read_bytes() == before and (root / ".extracted").stat().st_mtime_ns == marker
