@@ -444,19 +444,16 @@ def _read_init(source: str, config: ModelConfig, partial: bool = False) -> dict[
     path = Path(source[len(UPSTREAM_PREFIX):] if official else source)
     if not official and source in PRESETS and not path.exists():
         path = pretrained_path(source)
-    ckpt: dict[str, Any] | None = None
-    if not official:
+    if official:
+        ckpt = _upstream_init(path)
+    else:
         try:
             ckpt = read_checkpoint(path)
-        except CheckpointError as exc:
-            if "official GTCRN checkpoint" not in str(exc):
-                raise
-            official = True
-    if official:
-        upstream = load_upstream(path)
-        ckpt = {"config": upstream.config.to_dict(), "state_dict": upstream.state_dict(),
-                "meta": {"upstream": {"file": path.name, **UPSTREAM_CREDIT}}}
-    assert ckpt is not None
+        except CheckpointError as ours:
+            try:  # not ours: an official checkpoint, recognised by its content?
+                ckpt = _upstream_init(path)
+            except CheckpointError:
+                raise ours from None
     theirs = ModelConfig.from_dict(ckpt["config"])
     ckpt["partial"] = theirs != config
     if ckpt["partial"] and not partial:
@@ -464,6 +461,13 @@ def _read_init(source: str, config: ModelConfig, partial: bool = False) -> dict[
         raise TrainError(f"{path}: train.init_from has a different model config ({', '.join(diff)}); "
                          f"set train.init_partial: true to copy what fits and start the rest fresh")
     return ckpt
+
+
+def _upstream_init(path: Path) -> dict[str, Any]:
+    """An official GTCRN checkpoint as an init source (gtcrn-official config, credit in ``meta``)."""
+    upstream = load_upstream(path)
+    return {"config": upstream.config.to_dict(), "state_dict": upstream.state_dict(),
+            "meta": {"upstream": {"file": path.name, **UPSTREAM_CREDIT}}}
 
 
 def _init_weights(model: nn.Module, source: str, ckpt: dict[str, Any] | None = None,
