@@ -91,11 +91,14 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     """GTCRN's hybrid loss: ri_weight x MSE(compressed real/imag) + mag_weight x MSE(|S|^c)
-    + sisnr_weight x (-SI-SNR in dB / 10), with compressed spectrum S / |S|^(1 - c)."""
+    + sisnr_weight x (-SI-SNR in dB / 10), with compressed spectrum S / |S|^(1 - c), plus
+    level_weight x mean((speech gain in dB / 10)^2), which keeps the speech at its level
+    (0 = GTCRN's loss as published)."""
 
     ri_weight: float = 30.0
     mag_weight: float = 70.0
     sisnr_weight: float = 1.0
+    level_weight: float = 0.0
     compress: float = 0.3
     eps: float = 1e-12
 

@@ -101,6 +101,7 @@ class Entry:
     kind: str  # "speech" | "noise" | "rir" (a measured room impulse response)
     split: str  # "train" | "dev"
     speaker: str | None = None
+    weight: float = 1.0  # relative chance of being drawn (manifest ``weight``; speech only)
 
 
 @dataclass
@@ -184,8 +185,24 @@ def _split_pool(entries: list[Entry], unsplit: list[int], fraction: float) -> No
         entries[i].split = "dev" if str(entries[i].path) in dev_noise else "train"
 
 
+def _row_weight(manifest: str | Path, row: dict[str, Any]) -> float:
+    """A manifest row's ``weight`` (1.0 when absent): a finite number >= 0."""
+    value = row.get("weight")
+    if value in (None, ""):
+        return 1.0
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        weight = math.nan
+    if not math.isfinite(weight) or weight < 0:
+        raise DataError(f"{manifest}: row for {row['path']} has weight {value!r} (expected a number >= 0)")
+    return weight
+
+
 def pool_entries(cfg: DataConfig) -> list[Entry]:
-    """Speech and noise files for mixing from ``cfg.manifest`` rows and the plain folders."""
+    """Speech and noise files for mixing from ``cfg.manifest`` rows and the plain folders.
+
+    Rows of weight 0 are left out; other weights are kept on the entries (see :class:`EpochBatches`)."""
     entries: list[Entry] = []
     unsplit: list[int] = []
     if cfg.manifest:
@@ -202,9 +219,13 @@ def pool_entries(cfg: DataConfig) -> list[Entry]:
             speaker = row.get("speaker")
             if kind == "speech" and speaker is None:
                 speaker = row["path"].parent.name
+            weight = _row_weight(cfg.manifest, row)
+            if weight == 0:
+                continue
             if split is None:
                 unsplit.append(len(entries))
-            entries.append(Entry(row["path"], kind, split or "", None if speaker is None else str(speaker)))
+            entries.append(Entry(row["path"], kind, split or "", None if speaker is None else str(speaker),
+                                 weight))
     for kind, dirs in (("speech", cfg.speech_dirs), ("noise", cfg.noise_dirs)):
         for d in dirs:
             root = Path(d)
@@ -729,10 +750,13 @@ class EpochBatches:
     Epoch ``e`` visits ``examples_per_epoch`` positions (default: ``num_items``) over seeded
     permutations of the items; global batch ``j`` is positions ``[j*B*W, (j+1)*B*W)``, of which
     rank ``r`` takes the ``r``-th run of ``B``. Keys are ``(epoch, position, item)``.
+
+    With ``weights`` (one per item, not all equal) the positions are instead seeded draws with
+    replacement, item ``i`` drawn with probability ``weights[i] / sum(weights)``.
     """
 
     def __init__(self, num_items: int, batch_size: int, seed: int, examples_per_epoch: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, weights: Sequence[float] | None = None) -> None:
         self.num_items = int(num_items)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -740,6 +764,14 @@ class EpochBatches:
         self.rank, self.world_size = int(rank), int(world_size)
         self.global_batch = self.batch_size * self.world_size
         self.steps_per_epoch = self.per_epoch // self.global_batch
+        self.p: np.ndarray | None = None
+        if weights is not None:
+            w = np.asarray(weights, dtype=np.float64)  # (num_items,)
+            if w.shape != (self.num_items,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+                raise DataError(f"sampling weights must be {self.num_items} finite numbers >= 0, "
+                                f"not all zero")
+            if np.any(w != w[0]):
+                self.p = w / w.sum()
         if self.steps_per_epoch == 0:
             raise DataError(f"an epoch of {self.per_epoch} examples is shorter than one global batch "
                             f"({self.batch_size} x {self.world_size} processes); lower train.batch_size "
@@ -748,6 +780,8 @@ class EpochBatches:
     def order(self, epoch: int) -> np.ndarray:
         """The item visited at each position of ``epoch``."""
         rng = np.random.default_rng([self.seed, _TRAIN_STREAM, 0x0DE5, int(epoch)])
+        if self.p is not None:
+            return rng.choice(self.num_items, size=self.per_epoch, replace=True, p=self.p)
         reps = -(-self.per_epoch // self.num_items)
         return np.concatenate([rng.permutation(self.num_items) for _ in range(reps)])[:self.per_epoch]
 
@@ -771,6 +805,7 @@ class RunData:
     dev: list[tuple[np.ndarray, np.ndarray]]
     kind: str  # "mixing" | "paired"
     summary: dict[str, Any]
+    weights: np.ndarray | None = None  # per training item, relative chance of being drawn (None: equal)
 
 
 def make_dev_mixtures(speech: AudioBank, speakers: Sequence[str | None], noise: AudioBank,
@@ -879,11 +914,13 @@ def build_run_data(cfg: DataConfig, seed: int, progress: bool = False, log=print
                                     seed, rirs, dev_real_rirs)
     hours = {f"{s}_{k}_hours": round(sum(banks[(k, s)].lengths) / SAMPLE_RATE / 3600, 3)
              for k in ("speech", "noise") for s in ("train", "dev")}
+    weights = np.array([e.weight for e in groups[("speech", "train")]], dtype=np.float64)
     summary = {"source": "mixing", "train_utterances": len(ds),
+               "down_weighted_utterances": int(np.sum(weights != 1.0)),
                "train_speakers": len(set(spk["train"])), "dev_speakers": len(set(spk["dev"])),
                "dev_mixtures": len(dev_set), "dev": "pairs" if dev_pairs_only else "mixtures",
                "rirs": len(rirs), "measured_rirs": len(real_rirs), **hours}
-    return RunData(ds, dev_set, "mixing", summary)
+    return RunData(ds, dev_set, "mixing", summary, None if np.all(weights == 1.0) else weights)
 
 
 def iterate_batches(dataset: torch.utils.data.Dataset, batches: Sequence[Sequence[Any]],

@@ -3,10 +3,15 @@
     loss = ri_weight  * [MSE(Re Sc_est, Re Sc_ref) + MSE(Im Sc_est, Im Sc_ref)]
          + mag_weight * MSE(|S_est|^c, |S_ref|^c)
          + sisnr_weight * (-SI-SNR(est_wav, ref_wav) in dB / 10)
+         + level_weight * mean((speech gain in dB / 10)^2)
 
 with the power-law compressed spectrum ``Sc = S / |S|^(1 - c) = |S|^c e^{j angle(S)}`` and
 ``|S| = sqrt(re^2 + im^2 + eps)`` (``eps`` keeps values and gradients finite at silence).
 Every MSE is a mean over all elements; SI-SNR is zero-mean and averaged over the batch.
+The speech gain is ``20 log10(alpha)`` with ``alpha = <est, ref> / <ref, ref>`` (zero-mean),
+the scale at which the reference appears in the estimate, as in SI-SNR: the SI-SNR and the
+compressed terms barely notice a denoiser that turns the speech down by a few dB, and this term
+does (``level_weight`` = 0 leaves it out). Items whose reference is silent do not count.
 Weights come from :class:`gtcrn.config.LossConfig`.
 """
 
@@ -35,6 +40,24 @@ def si_snr(estimate: torch.Tensor, reference: torch.Tensor, eps: float = SISNR_E
     return 10.0 * torch.log10(ratio)
 
 
+# A reference below this mean power (about -80 dBFS) is silence: it has no level to keep.
+SILENT_POWER: float = 1e-8
+
+
+def speech_gain_db(estimate: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per item, the gain in dB at which the reference appears in the estimate, and a mask of
+    the items with a non-silent reference: waveforms (B, N) -> ((B,), (B,) bool).
+
+    ``alpha = <e, r> / <r, r>`` after removing the means; ``alpha`` is floored at 1e-3 (-60 dB),
+    so an estimate without the speech in it scores -60 dB.
+    """
+    est = estimate - estimate.mean(dim=-1, keepdim=True)  # (B, N)
+    ref = reference - reference.mean(dim=-1, keepdim=True)  # (B, N)
+    power = ref.pow(2).mean(-1)  # (B,)
+    alpha = (est * ref).mean(-1) / power.clamp_min(SILENT_POWER)  # (B,)
+    return 20.0 * torch.log10(alpha.clamp_min(1e-3)), power > SILENT_POWER
+
+
 def compressed(spec: torch.Tensor, compress: float, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Spectrum (..., 2) -> (compressed real/imag (..., 2), compressed magnitude |S|^c (...))."""
     mag = torch.sqrt(spec[..., 0].pow(2) + spec[..., 1].pow(2) + eps)  # (...)
@@ -43,7 +66,8 @@ def compressed(spec: torch.Tensor, compress: float, eps: float) -> tuple[torch.T
 
 
 class HybridLoss(nn.Module):
-    """GTCRN's hybrid loss (compressed real/imag + compressed magnitude + SI-SNR)."""
+    """GTCRN's hybrid loss (compressed real/imag + compressed magnitude + SI-SNR), optionally
+    with a speech-level term."""
 
     def __init__(self, config: LossConfig | None = None) -> None:
         super().__init__()
@@ -66,8 +90,13 @@ class HybridLoss(nn.Module):
         imag = (est_ri[..., 1] - ref_ri[..., 1]).pow(2).mean()
         mag = (est_mag - ref_mag).pow(2).mean()
         sisnr_db = si_snr(est_wav.to(dtype), ref_wav.to(dtype)).mean()
+        gain_db, voiced = speech_gain_db(est_wav.to(dtype), ref_wav.to(dtype))  # (B,), (B,)
+        weights = voiced.to(dtype)  # (B,)
+        level = ((gain_db / 10.0).pow(2) * weights).sum() / weights.sum().clamp_min(1.0)
         total = cfg.ri_weight * (real + imag) + cfg.mag_weight * mag - cfg.sisnr_weight * sisnr_db / 10.0
-        return {"total": total, "real": real, "imag": imag, "mag": mag, "sisnr_db": sisnr_db}
+        if cfg.level_weight:
+            total = total + cfg.level_weight * level
+        return {"total": total, "real": real, "imag": imag, "mag": mag, "sisnr_db": sisnr_db, "level": level}
 
     def forward(self, est_spec: torch.Tensor, ref_spec: torch.Tensor, est_wav: torch.Tensor,
                 ref_wav: torch.Tensor) -> torch.Tensor:
@@ -78,8 +107,9 @@ class HybridLoss(nn.Module):
     def components(self, est_spec: torch.Tensor, ref_spec: torch.Tensor, est_wav: torch.Tensor,
                    ref_wav: torch.Tensor) -> dict[str, float]:
         """The unweighted terms and the total as floats: ``total``, ``real``, ``imag``, ``mag``
-        (MSEs) and ``sisnr_db`` (mean SI-SNR in dB, higher is better)."""
+        (MSEs), ``sisnr_db`` (mean SI-SNR in dB, higher is better) and ``level`` (mean squared
+        speech gain in units of 10 dB)."""
         return {k: float(v) for k, v in self._terms(est_spec, ref_spec, est_wav, ref_wav).items()}
 
 
-__all__ = ["HybridLoss", "SISNR_EPS", "compressed", "si_snr"]
+__all__ = ["HybridLoss", "SILENT_POWER", "SISNR_EPS", "compressed", "si_snr", "speech_gain_db"]

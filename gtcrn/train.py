@@ -47,7 +47,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -587,7 +587,7 @@ def _run(run_config: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None, dist
     data = build_run_data(run_config.data, cfg.seed, progress=dist.main and cfg.progress, log=log.info)
     log.info("data: " + ", ".join(f"{k}={v}" for k, v in data.summary.items()))
     sampler = EpochBatches(len(data.train), cfg.batch_size, cfg.seed, cfg.examples_per_epoch,
-                           dist.rank, dist.world)
+                           dist.rank, dist.world, data.weights)
     steps_per_epoch = sampler.steps_per_epoch
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
@@ -597,6 +597,7 @@ def _run(run_config: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None, dist
 
     seed_everything(cfg.seed)
     model: nn.Module = GTCRN(run_config.model_config()).to(device)
+    custom_loss = loss_fn
     loss_fn = (loss_fn or _default_loss(run_config.loss)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
                                  weight_decay=cfg.weight_decay)
@@ -620,7 +621,11 @@ def _run(run_config: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None, dist
             log.info(f"warm start: {init['transfer_summary']}")
         if "upstream" in init:
             log.info(f"warm start credit: {init['upstream']['weights']} ({init['upstream']['licence']})")
-    teacher = _Teacher.load(cfg.teacher, model, device) if cfg.teacher else None
+    teacher = None
+    if cfg.teacher:
+        teacher_loss = _default_loss(replace(run_config.loss, level_weight=0.0)).to(device) \
+            if custom_loss is None else loss_fn
+        teacher = _Teacher.load(cfg.teacher, model, device, teacher_loss)
     if teacher is not None and cfg.feature_weight and \
             teacher.model.config.channels != _unwrap(model).config.channels:
         raise TrainError(f"train.feature_weight: the teacher has {teacher.model.config.channels} channels "
@@ -793,7 +798,9 @@ class _Teacher:
 
     It gives the student two extra targets on every batch:
 
-    * its enhanced spectrum, scored with the run's own loss (``teacher_weight``);
+    * its enhanced spectrum, scored with ``loss_fn``: the run's own loss without its speech-level
+      term, since the student should keep the level of the clean speech, not the teacher's
+      (``teacher_weight``);
     * its encoder features (``feature_weight``), at two points: after the second strided conv
       (``encoder.en_convs.1``) and at the encoder's output (the skip-fusion where the model has
       one, else the last GTConvBlock). The distance is the MSE normalised by the teacher
@@ -804,8 +811,9 @@ class _Teacher:
     :meth:`close`.
     """
 
-    def __init__(self, model: nn.Module, student: nn.Module) -> None:
+    def __init__(self, model: nn.Module, student: nn.Module, loss_fn: nn.Module) -> None:
         self.model = model
+        self.loss_fn = loss_fn
         self._captured: dict[str, torch.Tensor] = {}
         self._handles = []
         self.pairs: list[tuple[str, str]] = []
@@ -830,7 +838,7 @@ class _Teacher:
         return fn
 
     @classmethod
-    def load(cls, spec: str, student: nn.Module, device: torch.device) -> _Teacher:
+    def load(cls, spec: str, student: nn.Module, device: torch.device, loss_fn: nn.Module) -> _Teacher:
         from .evaluate import load_model_spec
 
         try:
@@ -840,7 +848,7 @@ class _Teacher:
         model = model.to(device).eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        return cls(model, student)
+        return cls(model, student, loss_fn)
 
     def describe(self) -> list[str]:
         return [f"{s} <- {t}" for s, t in self.pairs]
@@ -896,7 +904,7 @@ def _train_step(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Opt
     if teacher is not None and teacher_spec is not None:
         if teacher_weight:
             teacher_wav = istft(teacher_spec, noisy.shape[-1])  # (B, N)
-            loss = loss + teacher_weight * loss_fn(est_spec, teacher_spec, est_wav, teacher_wav)
+            loss = loss + teacher_weight * teacher.loss_fn(est_spec, teacher_spec, est_wav, teacher_wav)
         if feature_weight:
             loss = loss + feature_weight * teacher.feature_loss()
     optimizer.zero_grad(set_to_none=True)

@@ -357,6 +357,49 @@ def test_epoch_batches_shard_and_resume() -> None:
         EpochBatches(3, 4, 0)
 
 
+def test_epoch_batches_draw_in_proportion_to_weights() -> None:
+    weights = [0.0, 1.0, 3.0, 1.0]
+    sampler = EpochBatches(4, batch_size=8, seed=3, examples_per_epoch=8000, weights=weights)
+    items = np.array([k[2] for b in sampler.batches(0) for k in b])
+    counts = np.bincount(items, minlength=4)
+    assert counts[0] == 0  # weight 0: never drawn
+    p = counts[2] / counts.sum()  # expected 3/5; binomial sd about 0.0055
+    assert abs(p - 0.6) < 0.03 and abs(counts[1] - counts[3]) < 0.1 * counts[1]
+    assert sampler.batches(0) == EpochBatches(4, 8, 3, 8000, weights=weights).batches(0)  # seeded
+    assert sampler.batches(0, start=5) == sampler.batches(0)[5:]
+    assert sampler.batches(1) != sampler.batches(0)
+    # Equal weights are no weights: the same permutations as before.
+    plain, equal = EpochBatches(4, 2, 3, 16), EpochBatches(4, 2, 3, 16, weights=[2.0] * 4)
+    assert plain.batches(0) == equal.batches(0)
+    for bad in ([1.0, 2.0], [1.0, -1.0, 1.0, 1.0], [0.0] * 4, [1.0, float("nan"), 1.0, 1.0]):
+        with pytest.raises(DataError, match="sampling weights"):
+            EpochBatches(4, 2, 0, weights=bad)
+
+
+def test_manifest_weights_reach_the_sampler(pool: Path, tmp_path: Path) -> None:
+    rows = [json.loads(line) for line in pool.read_text().splitlines()]
+    train_speech = [r for r in rows if r["kind"] == "speech" and r["split"] == "train"]
+    train_speech[0]["weight"] = 0.5
+    train_speech[1]["weight"] = 0  # left out
+    for r in rows:
+        r["path"] = str(pool.parent / r["path"])
+    manifest = tmp_path / "weighted.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = DataConfig(manifest=str(manifest), dev_count=2, dev_seconds=1.0, segment_seconds=1.0)
+    entries = pool_entries(cfg)
+    assert str(train_speech[1]["path"]) not in {str(e.path) for e in entries}
+    assert [e.weight for e in entries if str(e.path) == str(train_speech[0]["path"])] == [0.5]
+    data = build_run_data(cfg, seed=0, log=lambda _: None)
+    assert len(data.train) == len(train_speech) - 1
+    assert data.weights is not None
+    assert sorted(data.weights.tolist()) == [0.5] + [1.0] * (len(train_speech) - 2)
+    assert data.summary["down_weighted_utterances"] == 1
+    train_speech[0]["weight"] = "heavy"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match="weight 'heavy'"):
+        pool_entries(cfg)
+
+
 def test_dataconfig_validation() -> None:
     from gtcrn.config import ConfigError
 

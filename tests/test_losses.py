@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gtcrn.config import LossConfig
-from gtcrn.losses import HybridLoss, si_snr
+from gtcrn.losses import HybridLoss, si_snr, speech_gain_db
 from gtcrn.stft import stft
 
 
@@ -132,3 +132,33 @@ def test_shape_mismatch_raises() -> None:
         loss(torch.zeros(1, 257, 4, 2), torch.zeros(1, 257, 5, 2), torch.zeros(1, 8), torch.zeros(1, 8))
     with pytest.raises(ValueError, match="waveforms"):
         loss(torch.zeros(1, 257, 4, 2), torch.zeros(1, 257, 4, 2), torch.zeros(1, 8), torch.zeros(1, 9))
+
+
+def test_level_term_is_the_squared_speech_gain_of_voiced_items() -> None:
+    s, e = _orthogonal_pair()
+    silent = torch.zeros_like(s)
+    ref = torch.cat([s, s, silent])  # (3, N): the third item has no speech
+    # 0.5 s (-6.02 dB) plus an orthogonal part that does not move alpha; 2 s (+6.02 dB); anything.
+    est = torch.cat([0.5 * s + 0.3 * e, 2.0 * s, e])  # (3, N)
+    gain, voiced = speech_gain_db(est, ref)
+    assert voiced.tolist() == [True, True, False]
+    assert gain[:2].tolist() == pytest.approx([20 * math.log10(0.5), 20 * math.log10(2.0)], rel=1e-9)
+    spec = torch.zeros(3, 1, 1, 2, dtype=torch.float64)
+    comps = HybridLoss(LossConfig()).components(spec, spec, est, ref)
+    expected = ((20 * math.log10(0.5) / 10) ** 2 + (20 * math.log10(2.0) / 10) ** 2) / 2
+    assert comps["level"] == pytest.approx(expected, rel=1e-9)
+    # level_weight = 0 (the default) leaves GTCRN's loss as published; a weight adds w x level.
+    with_level = HybridLoss(LossConfig(level_weight=4.0)).components(spec, spec, est, ref)
+    assert with_level["total"] == pytest.approx(comps["total"] + 4.0 * expected, rel=1e-9)
+    # A unity-gain estimate costs nothing, whatever noise it carries.
+    unity = HybridLoss(LossConfig()).components(spec[:1], spec[:1], s + 0.4 * e, s)
+    assert unity["level"] == pytest.approx(0.0, abs=1e-18)
+
+
+def test_level_term_gradient_raises_a_turned_down_estimate() -> None:
+    s, _ = _orthogonal_pair()
+    scale = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    spec = torch.zeros(1, 1, 1, 2, dtype=torch.float64)
+    loss = HybridLoss(LossConfig(ri_weight=0, mag_weight=0, sisnr_weight=0, level_weight=1.0))
+    loss(spec, spec, scale * s, s).backward()
+    assert scale.grad is not None and float(scale.grad) < 0  # descending raises the gain toward 0 dB

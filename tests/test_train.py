@@ -323,7 +323,8 @@ def test_partial_warm_start_frozen_then_distilled(tiny_config, tmp_path: Path) -
 
     cfg, _ = tiny_config
     source = _official_file(tmp_path / "official.tar")
-    run = dataclasses.replace(cfg, preset="gtcrn-g32", model={}, train=dataclasses.replace(
+    level = dataclasses.replace(cfg.loss, level_weight=1.0)  # the teacher's loss goes without it
+    run = dataclasses.replace(cfg, preset="gtcrn-g32", model={}, loss=level, train=dataclasses.replace(
         cfg.train, init_from=str(tmp_path / "official.tar"), init_partial=True, freeze_transferred_steps=3,
         teacher=f"upstream:{tmp_path / 'official.tar'}", teacher_weight=1.0, feature_weight=1.0,
         max_steps=3, epochs=1, validate_before=False))
@@ -353,7 +354,7 @@ def test_teacher_feature_loss_is_zero_for_an_identical_student() -> None:
     from gtcrn.train import _Teacher
 
     student = gtcrn.GTCRN(gtcrn.ModelConfig.preset("gtcrn-g32")).eval()
-    teacher = _Teacher(copy.deepcopy(student), student)
+    teacher = _Teacher(copy.deepcopy(student), student, gtcrn.losses.HybridLoss())
     spec = torch.randn(2, 257, 8, 2)
     with torch.no_grad():
         teacher.run(spec)
