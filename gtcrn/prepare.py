@@ -607,20 +607,27 @@ def licence_allows_model(licence: str) -> tuple[bool, str]:
     """Whether a DEP-5 licence expression allows distributing a model trained on the material.
 
     ``A or B``: any alternative suffices; ``A and B``: all parts must be free. Free: CC BY,
-    CC BY-SA, CC0, GPL/LGPL/GFDL, public domain, permissive licences. Anything non-commercial,
-    no-derivatives or unknown is refused. Returns ``(ok, reason)``.
+    CC BY-SA, CC0, GPL/LGPL, public domain, permissive licences. Anything non-commercial,
+    no-derivatives or unknown is refused, and so is material offered only under the GFDL: its
+    terms (invariant sections, the licence text with every copy) fit neither audio nor a trained
+    model. One rule for every source (Debian packages and the shared folders alike). Returns
+    ``(ok, reason)``.
     """
     expr = (licence or "").strip()
     if not expr:
         return False, "no licence found"
     if _NON_FREE_HINT.search(expr):
         return False, f"non-free licence ({expr})"
+    gfdl_only = True
     for alternative in re.split(r"\s+or\s+", expr, flags=re.I):
         parts = [p.strip() for p in re.split(r"\s+and\s+|,", alternative, flags=re.I) if p.strip()]
         parts = [re.sub(r"\s+with\s+.*$", "", p, flags=re.I) for p in parts]
+        if parts and all(p.upper().startswith("GFDL") for p in parts):
+            continue
+        gfdl_only = False
         if parts and all(_FREE_LICENCE.match(p) for p in parts):
             return True, "free licence"
-    return False, f"licence unclear ({expr})"
+    return False, "GFDL-only" if gfdl_only else f"licence unclear ({expr})"
 
 
 _LICENCE_TOKENS: tuple[tuple[re.Pattern, Callable[[re.Match], str]], ...] = (
@@ -671,18 +678,6 @@ def normalise_licence(text: str) -> str:
             found.append((m.start(), fmt(m)))
     ids = list(dict.fromkeys(lic for _, lic in sorted(found)))
     return " and ".join(ids) if ids else (text or "").strip()
-
-
-def shared_licence_ok(licence: str) -> tuple[bool, str]:
-    """:func:`licence_allows_model` for a per-file licence of a shared folder; GFDL-only is refused.
-
-    The GFDL's terms (invariant sections, the licence text with every copy) do not fit audio
-    nor a trained model, so material offered only under the GFDL is left out.
-    """
-    parts = [p.strip() for p in re.split(r"\s+and\s+|\s+or\s+", licence or "") if p.strip()]
-    if parts and all(p.upper().startswith("GFDL") for p in parts):
-        return False, "GFDL-only"
-    return licence_allows_model(licence)
 
 
 @dataclass
@@ -1171,7 +1166,7 @@ def _per_file_licence(src: _Source, folder: Path, rel: str, entries: dict[str, d
         return None
     text = str(entry.get("licence", ""))
     licence = normalise_licence(text)
-    ok, why = shared_licence_ok(licence)
+    ok, why = licence_allows_model(licence)
     if not ok:
         src.skipped[why] += 1
         return None

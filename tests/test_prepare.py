@@ -354,8 +354,8 @@ def test_licence_rules():
         "CC0",
         "CC0-1.0",
         "GPL-2+",
-        "GFDL-1.3",
         "public-domain",
+        "GFDL-1.3 or CC-BY-SA-3.0",
         "CC-BY-SA-3.0 or GPL-2",
         "GPL-3 with font exception and Apache-2.0",
     ):
@@ -367,8 +367,10 @@ def test_licence_rules():
         "",
         "proprietary",
         "GPL-2 and CC-BY-NC-3.0",
+        "GFDL-1.3",
     ):
         assert not licence_allows_model(bad)[0], bad
+    assert licence_allows_model("GFDL-1.3") == (False, "GFDL-only")  # Debian packages too
 
 
 def test_copyright_parsing():
@@ -535,7 +537,7 @@ def test_rir_rows_untouched(pool):
 
 
 def test_normalise_licence():
-    from gtcrn.prepare import normalise_licence, shared_licence_ok
+    from gtcrn.prepare import licence_allows_model, normalise_licence
 
     cases = {
         "CC0 (kvgarlic, freesound 156826)": "CC0-1.0",
@@ -557,9 +559,9 @@ def test_normalise_licence():
     }
     for text, want in cases.items():
         assert normalise_licence(text) == want, text
-    assert shared_licence_ok("GPL-3+ and FAL")[0] and shared_licence_ok("CC-BY")[0]
-    assert shared_licence_ok(normalise_licence("X / GFDL")) == (False, "GFDL-only")
-    assert not shared_licence_ok("CC-BY-NC-4.0")[0] and not shared_licence_ok("all rights reserved")[0]
+    assert licence_allows_model("GPL-3+ and FAL")[0] and licence_allows_model("CC-BY")[0]
+    assert licence_allows_model(normalise_licence("X / GFDL")) == (False, "GFDL-only")
+    assert not licence_allows_model("CC-BY-NC-4.0")[0] and not licence_allows_model("all rights reserved")[0]
 
 
 # ---- screening ---------------------------------------------------------------------------------
