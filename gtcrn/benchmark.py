@@ -26,6 +26,7 @@ import torch
 
 from .complexity import complexity
 from .config import ModelConfig
+from .extras import require
 from .stft import N_FREQS, SAMPLE_RATE, stft
 
 BLOCK = 25  # frames per round-robin block when timing several sessions
@@ -130,7 +131,7 @@ def torch_step_latency(model: torch.nn.Module, frames: int, warmup: int = 20) ->
 
 def ort_session(path: str | Path) -> Any:
     """onnxruntime session: 1 intra-op thread, sequential execution, all optimisations."""
-    import onnxruntime as ort
+    ort = require("onnxruntime", "onnx", "gtcrn benchmark")
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
@@ -300,7 +301,7 @@ def file_memory(preset: str, minutes: float, workdir: Path, how: str = "auto") -
 
 
 def environment() -> dict[str, str]:
-    import onnxruntime as ort
+    ort = require("onnxruntime", "onnx", "gtcrn benchmark")
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -318,6 +319,9 @@ def run_benchmark(presets: list[str], seconds: float = 60.0, frames: int = 500,
                   compare_generic: bool = False, log: Any = None) -> BenchmarkResult:
     """Run every measurement; ``memory_minutes=0`` skips the long-file memory test."""
     from .export import build_onnx, export_onnx
+
+    for module in ("onnx", "onnxruntime"):  # fail before the long torch measurements
+        require(module, "onnx", "gtcrn benchmark")
 
     def say(msg: str) -> None:
         if log is not None:

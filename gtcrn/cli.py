@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from .checkpoint import CheckpointError
 from .config import ConfigError
+from .extras import MissingExtraError, install_hint
 
 
 class CLIError(Exception):
@@ -182,7 +183,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     if args.attenuation_limit is not None and not args.attenuation_limit >= 0:
         raise CLIError(f"--attenuation-limit must be >= 0 dB, got {args.attenuation_limit}")
     if args.plot and not matplotlib_available():
-        raise CLIError("--plot needs matplotlib: pip install 'gtcrn[plot]'")
+        raise CLIError(f"--plot needs matplotlib: {install_hint('plot')}")
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -406,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(globals()[f"_cmd_{args.command}"](args) or 0)
-    except (CLIError, CheckpointError, ConfigError) as exc:
+    except (CLIError, CheckpointError, ConfigError, MissingExtraError) as exc:
         print(f"gtcrn {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -76,6 +76,7 @@ from scipy import signal as sps
 
 from .audio import AudioError, read_audio, resample
 from .config import ConfigError, DataConfig
+from .extras import install_hint
 from .stft import SAMPLE_RATE
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff")
@@ -498,7 +499,7 @@ def rir_backend(name: str) -> str:
     except ImportError:
         if name == "pyroomacoustics":
             raise DataError("data.rir_backend = pyroomacoustics, but it is not installed: "
-                            "pip install 'gtcrn[reverb]' (or use rir_backend: synthetic)") from None
+                            f"{install_hint('reverb')} (or use rir_backend: synthetic)") from None
         return "synthetic"
     return "pyroomacoustics"
 
@@ -898,7 +899,7 @@ def build_run_data(cfg: DataConfig, seed: int, progress: bool = False, log=print
     if cfg.reverb_prob > 0:
         backend = rir_backend(cfg.rir_backend)
         if backend == "synthetic" and cfg.rir_backend == "auto":
-            log("data: pyroomacoustics is not installed (pip install 'gtcrn[reverb]'); "
+            log(f"data: pyroomacoustics is not installed ({install_hint('reverb')}); "
                 "reverberation uses the synthetic exponential-decay RIR bank")
         rir_cache = cfg.cache_dir if cfg.cache == "disk" else None
         rirs = rir_bank(cfg.rir_count, cfg.rt60, seed, backend, rir_cache)

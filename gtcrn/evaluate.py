@@ -33,6 +33,7 @@ import torch
 
 from .audio import read_audio, resample, write_audio
 from .checkpoint import CheckpointError, load_model, load_upstream
+from .extras import install_hint
 from .metrics import METRIC_KEYS, compute_metrics, dnsmos, dnsmos_available
 from .model import GTCRN
 from .stft import SAMPLE_RATE
@@ -247,12 +248,12 @@ def evaluate(models: Mapping[str, GTCRN], noisy_dir: str | Path, clean_dir: str 
         raise EvaluationError(f"the label {NOISY!r} is reserved for the unprocessed input")
     available = dnsmos_available()
     if use_dnsmos and not available:
-        raise EvaluationError("DNSMOS is not installed: pip install 'gtcrn[dnsmos]'")
+        raise EvaluationError(f"DNSMOS is not installed: {install_hint('dnsmos')}")
     use_dnsmos = available if use_dnsmos is None else use_dnsmos
     if clean_dir is None and not use_dnsmos:
         raise EvaluationError(
             "without clean references only DNSMOS can be computed, and "
-            + ("it was switched off" if available else "it is not installed: pip install 'gtcrn[dnsmos]'"))
+            + ("it was switched off" if available else f"it is not installed: {install_hint('dnsmos')}"))
     pairs = find_pairs(noisy_dir, clean_dir)
     keys = ([k for k in METRIC_KEYS if not fast or k in FAST_KEYS] if clean_dir is not None else [])
     columns = keys + (list(DNSMOS_COLUMNS) if use_dnsmos else [])

@@ -44,6 +44,7 @@ from torch import nn
 
 from . import checkpoint
 from .audio import AUDIO_EXTENSIONS, AudioError, format_for, is_float_subtype, output_subtype, publish
+from .extras import MissingExtraError, install_hint
 from .stft import HOP, N_FREQS, SAMPLE_RATE
 from .stream import SpectraHook, Streamer
 
@@ -307,7 +308,7 @@ def save_spectrogram_plot(path: str | Path, spectra: SpectrogramAccumulator, tit
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise RuntimeError("plots need matplotlib: pip install 'gtcrn[plot]'") from None
+        raise MissingExtraError(f"plots need matplotlib: {install_hint('plot')}") from None
     path = Path(path)
     noisy, enhanced, col_s = spectra.result()
     top = float(max(noisy.max(), enhanced.max()))
