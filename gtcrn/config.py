@@ -327,13 +327,17 @@ class TrainConfig:
     validate_before: bool = False  # also score the untrained model (row epoch 0 of metrics.csv)
     dev_metrics: list[str] = field(default_factory=lambda: ["pesq_wb", "stoi", "si_sdr"])
     best_metric: str = "pesq_wb"  # higher is better; "dev_loss" is lower-is-better
-    progress: bool = True
+    # tqdm bars on stderr; None = only when stderr is a terminal (not into redirected logs).
+    progress: bool | None = None
     log_every: int = 0  # print a plain log line every N steps (0 = off)
-    tensorboard: bool = True
+    # TensorBoard event files; None = when tensorboard is installed (silently without it),
+    # True = wanted (one warning line when it is not installed), False = off.
+    tensorboard: bool | None = None
     # Start from these weights instead of a random init (fine-tuning or a warm restart): a
     # checkpoint path or a preset name with shipped weights ("gtcrn-g32"). The model config must
     # match; the optimizer, schedule and step count start fresh. The run's record keeps the
-    # source's steps and hours so totals add up.
+    # source's steps and hours so totals add up. The starting weights are scored on the dev set
+    # before the first step (row epoch 0) and compete for best.pt, which is never worse than them.
     init_from: str | None = None
     # Also accept an ``init_from`` of another configuration (for instance the official GTCRN
     # checkpoint into gtcrn-g32): what fits is copied or adapted, the rest starts fresh (see
