@@ -754,7 +754,8 @@ def enhance_paths(inputs: Sequence[str | Path], output: str | Path | None = None
             with tqdm.external_write_mode(file=sys.stderr):
                 callback(message)
 
-    with tqdm(total=sum(shares), unit="s", unit_scale=0.001, disable=not progress, file=sys.stderr,
+    with tqdm(total=sum(shares), desc=f"file 1/{len(jobs)}", unit="s", unit_scale=0.001,
+              disable=not progress, file=sys.stderr,
               dynamic_ncols=True, bar_format="{desc}{percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s "
               "[{elapsed}<{remaining}]") as bar:
         for i, (job, share) in enumerate(zip(jobs, shares, strict=True)):
