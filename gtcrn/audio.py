@@ -8,8 +8,11 @@ crash never leaves a half-written output and never touches an input.
 from __future__ import annotations
 
 import os
+import re
+import struct
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -20,19 +23,127 @@ class AudioError(Exception):
     """A file could not be read or written; the message names the file and the problem."""
 
 
-def read_audio(path: str | Path) -> tuple[np.ndarray, int, str]:
-    """Read a file as float32 (channels, samples); return (audio, sample_rate, subtype)."""
+def sf_path(path: str | Path) -> bytes:
+    """A path as libsndfile takes it: the file system's bytes, so that a name that is not valid
+    UTF-8 (surrogate-escaped by Python, e.g. ``caf\\udce9.wav``) opens like any other."""
+    return os.fsencode(path)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line, without libsndfile's ``Error opening PATH:`` prefix."""
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    text = re.sub(r"^Error opening .*?: (?=\S)", "", " ".join(str(text).split()))
+    return text
+
+
+def open_audio(path: str | Path) -> sf.SoundFile:
+    """Open an audio file for reading; every problem becomes an :class:`AudioError` naming the
+    file: missing, unreadable, a folder, empty (0 bytes), not audio, or truncated (a WAV or AIFF
+    header that promises more frames than the file holds, see :func:`header_frames`)."""
     path = Path(path)
     try:
-        info = sf.info(str(path))
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (samples, channels)
+        with open(path, "rb") as fh:  # clean OS errors (missing, permission, folder) before libsndfile's
+            size = os.fstat(fh.fileno()).st_size
+            claimed = header_frames(fh)
+        if size == 0:
+            raise AudioError(f"{path}: empty file (0 bytes)")
+        handle = sf.SoundFile(sf_path(path))
     except FileNotFoundError:
         raise AudioError(f"{path}: no such file") from None
     except PermissionError:
         raise AudioError(f"{path}: permission denied") from None
+    except IsADirectoryError:
+        raise AudioError(f"{path}: is a folder, not a file") from None
+    except OSError as exc:
+        raise AudioError(f"{path}: cannot read ({one_line(exc)})") from None
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
-        raise AudioError(f"{path}: not a readable audio file ({exc})") from None
-    return np.ascontiguousarray(data.T), int(sr), info.subtype  # (channels, samples)
+        raise AudioError(f"{path}: not a readable audio file ({one_line(exc)})") from None
+    if claimed is not None and handle.frames < claimed:
+        handle.close()
+        raise AudioError(f"{path}: truncated: header says {claimed} frames, file holds {handle.frames}")
+    return handle
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int, str]:
+    """Read a file as float32 (channels, samples); return (audio, sample_rate, subtype).
+
+    Raises :class:`AudioError` naming the file (see :func:`open_audio`)."""
+    path = Path(path)
+    with open_audio(path) as handle:
+        try:
+            data = handle.read(dtype="float32", always_2d=True)  # (samples, channels)
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            raise AudioError(f"{path}: read error ({one_line(exc)})") from None
+        return np.ascontiguousarray(data.T), int(handle.samplerate), handle.subtype  # (channels, samples)
+
+
+# WAV format tags whose frames all have the data chunk's block size (PCM, float, A-law, mu-law).
+_FIXED_FRAME_WAV_TAGS = frozenset({1, 3, 6, 7})
+_UNKNOWN_SIZES = frozenset({0, 0xFFFFFFFF})  # streamed WAVs: size not filled in
+
+
+def header_frames(fh: BinaryIO) -> int | None:
+    """The number of frames a WAV (RIFF, RIFX, RF64) or AIFF header promises, or None where the
+    header does not say (another format, compressed data, a streamed file with no size).
+
+    Reads from the start of the open binary file ``fh``. A file that holds fewer frames than
+    this is truncated: libsndfile then reads what is there without an error.
+    """
+    fh.seek(0)
+    head = fh.read(12)
+    if len(head) < 12:
+        return None
+    if head[:4] in (b"RIFF", b"RIFX", b"RF64") and head[8:12] == b"WAVE":
+        return _wav_frames(fh, ">" if head[:4] == b"RIFX" else "<", head[:4] == b"RF64")
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return _aiff_frames(fh, head[8:12] == b"AIFC")
+    return None
+
+
+def _chunks(fh: BinaryIO, endian: str):
+    """(chunk id, size, offset of its body) of the chunks that follow, in order."""
+    while True:
+        hdr = fh.read(8)
+        if len(hdr) < 8:
+            return
+        cid, size = hdr[:4], struct.unpack(endian + "I", hdr[4:])[0]
+        start = fh.tell()
+        yield cid, size, start
+        fh.seek(start + size + (size & 1))
+
+
+def _wav_frames(fh: BinaryIO, endian: str, rf64: bool) -> int | None:
+    block, tag, data64 = 0, None, None
+    for cid, size, _ in _chunks(fh, endian):
+        if cid == b"ds64":
+            body = fh.read(min(size, 24))
+            data64 = struct.unpack("<Q", body[8:16])[0] if len(body) >= 16 else None
+        elif cid == b"fmt ":
+            body = fh.read(min(size, 40))
+            if len(body) < 16:
+                return None
+            tag, block = struct.unpack(endian + "H", body[:2])[0], struct.unpack(endian + "H", body[12:14])[0]
+            if tag == 0xFFFE and len(body) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the sub-format's tag
+                tag = struct.unpack(endian + "H", body[24:26])[0]
+        elif cid == b"data":
+            if rf64 and size == 0xFFFFFFFF:
+                size = data64
+            if size is None or size in _UNKNOWN_SIZES or not block or tag not in _FIXED_FRAME_WAV_TAGS:
+                return None
+            return size // block
+    return None
+
+
+def _aiff_frames(fh: BinaryIO, aifc: bool) -> int | None:
+    for cid, size, _ in _chunks(fh, ">"):
+        if cid == b"COMM":
+            body = fh.read(min(size, 22))
+            if len(body) < 18:
+                return None
+            if aifc and body[18:22] not in (b"NONE", b"sowt", b"twos", b"fl32", b"FL32", b"fl64", b"FL64"):
+                return None  # compressed: leave it to libsndfile
+            return struct.unpack(">I", body[2:6])[0]
+    return None
 
 
 def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
@@ -55,7 +166,7 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, subtype: 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=str(path.parent))
     os.close(fd)
     try:
-        sf.write(tmp, data, sample_rate, subtype=subtype, format=fmt)
+        sf.write(sf_path(tmp), data, sample_rate, subtype=subtype, format=fmt)
         publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -26,6 +26,7 @@ import torch
 
 from .complexity import complexity
 from .config import ModelConfig
+from .extras import require
 from .stft import N_FREQS, SAMPLE_RATE, stft
 
 BLOCK = 25  # frames per round-robin block when timing several sessions
@@ -73,15 +74,23 @@ class BenchmarkResult:
     environment: dict[str, str] = field(default_factory=dict)
 
 
-def _model(name: str) -> tuple[torch.nn.Module, str]:
-    """Shipped weights when installed, else a random initialisation (same speed)."""
-    from .checkpoint import CheckpointError, load_model
+def _model(spec: str) -> tuple[torch.nn.Module, str]:
+    """(model, what its weights are) for a model spec (:func:`gtcrn.checkpoint.model_from_spec`).
+    A preset name gives its shipped weights when installed, else a random initialisation (the
+    speed is the same)."""
+    from .checkpoint import CheckpointError, load_model, model_from_spec, split_spec
+    from .config import PRESETS
     from .model import GTCRN
 
-    try:
-        return load_model(name).eval(), "shipped"
-    except CheckpointError:
-        return GTCRN(ModelConfig.preset(name)).eval(), "random init"
+    if spec in PRESETS:
+        try:
+            return load_model(spec).eval(), "shipped"
+        except CheckpointError:
+            return GTCRN(ModelConfig.preset(spec)).eval(), "random init"
+    kind = split_spec(spec)[0]
+    weights = {"upstream": "official", "untrained": "random init", "preset": "shipped"}.get(kind,
+                                                                                          "checkpoint")
+    return model_from_spec(spec).eval(), weights
 
 
 def speech_like_noise(seconds: float, seed: int = 0) -> torch.Tensor:
@@ -130,7 +139,7 @@ def torch_step_latency(model: torch.nn.Module, frames: int, warmup: int = 20) ->
 
 def ort_session(path: str | Path) -> Any:
     """onnxruntime session: 1 intra-op thread, sequential execution, all optimisations."""
-    import onnxruntime as ort
+    ort = require("onnxruntime", "onnx", "gtcrn benchmark")
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
@@ -283,7 +292,7 @@ def file_memory(preset: str, minutes: float, workdir: Path, how: str = "auto") -
     src = workdir / f"long_{minutes:g}min.wav"
     if not src.exists():
         sf.write(str(src), speech_like_noise(minutes * 60, seed=2).numpy(), SAMPLE_RATE, subtype="PCM_16")
-    dst = workdir / f"long_{preset}_enhanced.wav"
+    dst = workdir / "long_enhanced.wav"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, preset, str(src), str(dst), how],
                           capture_output=True, text=True, env=env, check=False)
@@ -300,7 +309,7 @@ def file_memory(preset: str, minutes: float, workdir: Path, how: str = "auto") -
 
 
 def environment() -> dict[str, str]:
-    import onnxruntime as ort
+    ort = require("onnxruntime", "onnx", "gtcrn benchmark")
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -313,11 +322,15 @@ def environment() -> dict[str, str]:
             "torch": torch.__version__, "onnxruntime": ort.__version__, "python": platform.python_version()}
 
 
-def run_benchmark(presets: list[str], seconds: float = 60.0, frames: int = 500,
+def run_benchmark(models: list[str], seconds: float = 60.0, frames: int = 500,
                   memory_minutes: float = 10.0, official_onnx: str | Path | None = None,
                   compare_generic: bool = False, log: Any = None) -> BenchmarkResult:
-    """Run every measurement; ``memory_minutes=0`` skips the long-file memory test."""
+    """Run every measurement on each model spec of ``models`` (preset names, checkpoint paths,
+    ``upstream:PATH``, ...); ``memory_minutes=0`` skips the long-file memory test."""
     from .export import build_onnx, export_onnx
+
+    for module in ("onnx", "onnxruntime"):  # fail before the long torch measurements
+        require(module, "onnx", "gtcrn benchmark")
 
     def say(msg: str) -> None:
         if log is not None:
@@ -328,7 +341,7 @@ def run_benchmark(presets: list[str], seconds: float = 60.0, frames: int = 500,
     with tempfile.TemporaryDirectory(prefix="gtcrn-bench-") as tmp:
         workdir = Path(tmp)
         onnx_paths: dict[str, Path] = {}
-        for name in presets:
+        for i, name in enumerate(models):
             model, weights = _model(name)
             c = complexity(model)
             row = PresetResult(name, weights, c["learnable_params"], c["macs_per_second"])
@@ -337,10 +350,10 @@ def run_benchmark(presets: list[str], seconds: float = 60.0, frames: int = 500,
             say(f"{name}: torch step latency ({frames} frames)")
             row.torch_step = torch_step_latency(model, frames)
             say(f"{name}: ONNX export")
-            onnx_paths[name] = export_onnx(model, workdir / f"{name}.onnx")
+            onnx_paths[name] = export_onnx(model, workdir / f"model{i}.onnx")
             row.onnx_nodes = len(build_onnx(model).graph.node)
             if compare_generic:
-                onnx_paths[name + ":generic"] = export_onnx(model, workdir / f"{name}-generic.onnx",
+                onnx_paths[name + ":generic"] = export_onnx(model, workdir / f"model{i}-generic.onnx",
                                                             optimize=False)
             if memory_minutes > 0:
                 say(f"{name}: peak memory enhancing a {memory_minutes:g}-minute file")

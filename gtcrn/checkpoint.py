@@ -112,6 +112,57 @@ def load_model(name_or_path: str | Path) -> GTCRN:
     return model_from_checkpoint(read_checkpoint(key), key)
 
 
+#: The prefixes of a model spec (see :func:`model_from_spec`).
+SPEC_KINDS = ("checkpoint", "upstream", "preset", "untrained")
+SPEC_HELP = ("NAME (a preset: its shipped pretrained weights) | upstream:PATH (an official GTCRN "
+             "checkpoint) | PATH (a gtcrn checkpoint; an official one is recognised) | "
+             "untrained:NAME_OR_YAML (random weights)")
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """``"kind:rest"`` -> (kind, rest) for the kinds of :data:`SPEC_KINDS`; anything else is a
+    preset name or a path: ``("", spec)``."""
+    kind, sep, rest = str(spec).partition(":")
+    if sep and kind in SPEC_KINDS and rest:
+        return kind, rest
+    return "", str(spec)
+
+
+def model_from_spec(spec: str | Path) -> GTCRN:
+    """The model a spec names, in eval mode. One spelling, the same everywhere (``--model``,
+    ``--compare``, ``train.teacher``):
+
+    * ``NAME`` or ``preset:NAME``: the pretrained weights shipped for preset NAME;
+    * ``upstream:PATH``: an official GTCRN checkpoint (as ``gtcrn-official``);
+    * ``PATH`` or ``checkpoint:PATH``: a gtcrn checkpoint; under a plain ``PATH`` an official
+      checkpoint is recognised by its content;
+    * ``untrained:NAME_OR_YAML``: a randomly initialised model of a preset or of a config file's
+      ``preset``/``model`` (for sizes, speed and export tests).
+    """
+    from .config import model_config_from
+
+    kind, body = split_spec(str(spec))
+    if kind == "upstream":
+        return load_upstream(body)
+    if kind == "untrained":
+        return GTCRN(model_config_from(body)).eval()
+    if kind == "preset":
+        if body not in PRESETS:
+            raise CheckpointError(f"{spec}: unknown preset {body!r}; choose from {', '.join(PRESETS)}")
+        return load_model(body)
+    if kind == "checkpoint" or body in PRESETS:
+        return load_model(body)
+    try:
+        return load_model(body)
+    except CheckpointError as ours:
+        if not Path(body).is_file():
+            raise
+        try:
+            return load_upstream(body)
+        except CheckpointError:
+            raise ours from None
+
+
 def _unwrap(model: Any) -> GTCRN:
     """The GTCRN inside a DDP/compiled wrapper."""
     while hasattr(model, "module") and not isinstance(model, GTCRN):

@@ -2,71 +2,126 @@
 
 Each sub-command has an ``_add_<name>`` function that declares its options
 and a ``_cmd_<name>`` function that calls the library and returns the exit
-status.
+status. Every command that loads a model takes ``--model SPEC``, one spelling
+with one meaning everywhere (see :func:`gtcrn.checkpoint.model_from_spec`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
 
-from .checkpoint import CheckpointError
+from .checkpoint import SPEC_HELP, CheckpointError
 from .config import ConfigError
+from .extras import MissingExtraError, install_hint
+
+UPSTREAM_RELEASE = "https://github.com/Xiaobin-Rong/gtcrn"
+DEFAULT_THREADS = 1
 
 
 class CLIError(Exception):
     """A user error to print as one line, with exit status 2."""
 
 
-def _model_from_args(args: argparse.Namespace):  # -> GTCRN
-    """--checkpoint PATH | --upstream PATH | --config NAME_OR_YAML (untrained) -> model."""
-    from .checkpoint import load_model, load_upstream
-    from .model import GTCRN
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that the same clean-up runs."""
 
-    if getattr(args, "upstream", None):
-        return load_upstream(args.upstream)
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While the command runs, SIGTERM raises :class:`Terminated` in the main thread (once:
+    a second SIGTERM during the clean-up is ignored); the previous handler is restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+# ---- models ------------------------------------------------------------------------------------
+
+def _add_model_options(p: argparse.ArgumentParser, default: str, untrained: bool = True) -> None:
+    """--model SPEC, and the older spellings kept as aliases of it."""
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", metavar="SPEC", help=f"the model: {SPEC_HELP}. Default: {default}")
+    src.add_argument("--checkpoint", metavar="PATH", help="the same as --model PATH")
+    src.add_argument("--upstream", metavar="PATH",
+                     help=f"the same as --model upstream:PATH (an official checkpoint of the GTCRN "
+                          f"release, {UPSTREAM_RELEASE})")
+    if untrained:
+        src.add_argument("--config", metavar="NAME_OR_YAML",
+                         help="the same as --model untrained:NAME_OR_YAML (random weights)")
+
+
+def _model_spec(args: argparse.Namespace) -> str | None:
+    """The model spec the options name, or None when none was given."""
+    if getattr(args, "model", None):
+        return args.model
     if getattr(args, "checkpoint", None):
-        return load_model(args.checkpoint)
+        return f"checkpoint:{args.checkpoint}"
+    if getattr(args, "upstream", None):
+        return f"upstream:{args.upstream}"
     if getattr(args, "config", None):
-        return GTCRN(_model_config(args.config)).eval()
+        return f"untrained:{args.config}"
     return None
 
 
-def _model_config(name_or_yaml: str):  # -> ModelConfig
-    """A preset name, or a YAML file with ``preset:`` and/or ``model:`` overrides."""
-    from pathlib import Path
+def _load(spec: str):  # -> GTCRN
+    from .checkpoint import model_from_spec
 
-    from .config import PRESETS, ModelConfig, from_dict, load_yaml, to_dict
+    return model_from_spec(spec)
 
-    if name_or_yaml in PRESETS:
-        return ModelConfig.preset(name_or_yaml)
-    if not Path(name_or_yaml).is_file():
-        raise CLIError(f"{name_or_yaml}: neither a preset ({', '.join(PRESETS)}) nor a config file")
-    data = load_yaml(name_or_yaml)
-    base = ModelConfig.preset(data.get("preset", "gtcrn-g32"))
-    return from_dict(ModelConfig, {**to_dict(base), **(data.get("model") or {})}, prefix="model")
+
+def _set_threads(threads: int | None) -> None:
+    import torch
+
+    if threads is not None and threads < 1:
+        raise CLIError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads or DEFAULT_THREADS)
+
+
+THREADS_HELP = (f"CPU threads for torch (default {DEFAULT_THREADS}: one per process, which is fastest "
+                f"when other work shares the CPU; run several processes for several files)")
 
 
 # ---- info --------------------------------------------------------------------------------------
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="print parameters and MACs per second of a model")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--config", help="preset name or YAML config (default: all presets)")
-    src.add_argument("--checkpoint", help="a gtcrn checkpoint file")
-    src.add_argument("--upstream", help="an official GTCRN checkpoint")
+    p = sub.add_parser(
+        "info", help="print parameters and MACs per second of a model",
+        description="Print a Markdown table of learnable parameters, parameters including the fixed "
+                    "ERB filters, and millions of multiply-accumulates per second of 16 kHz audio "
+                    "(counting rules in gtcrn/complexity.py). Without a model option: every preset.")
+    _add_model_options(p, "every preset")
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from .complexity import complexity
-    from .config import PRESETS
+    from .config import PRESETS, ModelConfig
     from .model import GTCRN
 
-    model = _model_from_args(args)
-    models = [(args.config or args.checkpoint or args.upstream, model)] if model is not None else [
-        (name, GTCRN(_model_config(name))) for name in PRESETS
-    ]
+    spec = _model_spec(args)
+    if spec is not None:
+        models = [(args.model or args.checkpoint or args.upstream or args.config, _load(spec))]
+    else:
+        models = [(name, GTCRN(ModelConfig.preset(name))) for name in PRESETS]
     print("| model | learnable params | params (incl. fixed ERB) | MMACs/s |")
     print("|---|---:|---:|---:|")
     for name, m in models:
@@ -83,13 +138,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         description="Enhance every file under --noisy with each model and score it against the file of "
                     "the same relative path under --clean (PESQ-WB/NB, STOI, ESTOI, SI-SDR, SI-SDRi; "
                     "DNSMOS SIG/BAK/OVRL when the dnsmos extra is installed, the only metrics "
-                    "without --clean). The unprocessed input is the first row, 'noisy'.")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--checkpoint", help="a gtcrn checkpoint file")
-    src.add_argument("--upstream", help="an official GTCRN checkpoint")
-    src.add_argument("--config", help="preset name or YAML config (untrained model)")
+                    "without --clean). The unprocessed input is the first row, 'noisy'. A pair that "
+                    "cannot be scored (no clean file, unreadable) is reported and left out, and the "
+                    "exit status is 1; pairs whose lengths differ by more than 10 ms are warned about.")
+    _add_model_options(p, "the shipped gtcrn-g32, unless --compare names the models")
     p.add_argument("--compare", nargs="+", metavar="SPEC", default=[],
-                   help="models side by side: [NAME=]checkpoint:PATH | upstream:PATH | preset:NAME | PATH")
+                   help="more models side by side, each [LABEL=]SPEC with SPEC as for --model")
     p.add_argument("--noisy", required=True, help="folder of noisy files (searched recursively)")
     p.add_argument("--clean", help="folder of clean references with the same relative paths")
     p.add_argument("--out", help="folder for per_file.csv, summary.json and summary.md")
@@ -100,37 +154,42 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="enhance and score at each file's own rate instead of 16 kHz")
     p.add_argument("--save-audio", action="store_true",
                    help="also write the enhanced files under OUT/<model>/ (needs --out)")
+    p.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .audio import AudioError
     from .evaluate import EvaluationError, evaluate, load_model_spec, unique_labels
+    from .inference import DEFAULT_MODEL
 
-    specs: list[str] = []
-    if args.checkpoint:
-        specs.append(f"checkpoint:{args.checkpoint}")
-    if args.upstream:
-        specs.append(f"upstream:{args.upstream}")
-    specs += args.compare
     if args.save_audio and not args.out:
         raise CLIError("--save-audio needs --out")
+    _set_threads(args.threads)
+    spec = _model_spec(args)
+    specs = ([spec] if spec else [] if args.compare else [DEFAULT_MODEL]) + list(args.compare)
+
+    def report(message: str) -> None:
+        print(f"gtcrn evaluate: error: {message}", file=sys.stderr)
+
+    def warn(message: str) -> None:
+        print(f"gtcrn evaluate: warning: {message}", file=sys.stderr)
+
     try:
         labels = unique_labels(specs)
-        models = {}
-        if args.config:  # the untrained --config model comes first, like --checkpoint/--upstream
-            models[_model_config(args.config).name] = _model_from_args(args)
-        for label, spec in zip(labels, specs, strict=True):
-            if label in models:
-                raise CLIError(f"two models are labelled {label!r}; name them with NAME=SPEC")
-            models[label] = load_model_spec(spec)[1]
+        models = {label: load_model_spec(s)[1] for label, s in zip(labels, specs, strict=True)}
         summary = evaluate(models, args.noisy, args.clean, args.out,
                            metric_rate=None if args.native_rate else 16000, use_dnsmos=args.dnsmos,
-                           fast=args.fast, save_audio=args.save_audio, progress=sys.stderr.isatty())
-    except (EvaluationError, AudioError) as exc:
+                           fast=args.fast, save_audio=args.save_audio, progress=None, report=report,
+                           warn=warn)
+    except EvaluationError as exc:
         raise CLIError(str(exc)) from None
     print(summary["markdown"], end="")
     if args.out:
         print(f"results written to {args.out}/ (per_file.csv, summary.json, summary.md)")
+    failed = len(summary["failed"])
+    if failed:
+        print(f"gtcrn evaluate: {failed} of {failed + summary['num_files']} files failed",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -143,22 +202,28 @@ def _add_enhance(sub: argparse._SubParsersAction) -> None:
                     "16 kHz and back), any number of channels (each enhanced on its own) and any length "
                     "(processed in blocks). Outputs keep the input's subtype and length. Without -o each "
                     "output is <stem>_enhanced.<ext> beside its input; folders are searched recursively "
-                    "and mirrored under -o. Exit status: 0, 1 when any file failed, 2 on usage errors.")
+                    "and mirrored under -o. A bad file gets one error line and the others go on. Ends "
+                    "with a one-line summary on stderr. Exit status: 0; 1 when any file failed; 2 on "
+                    "usage errors; 130 / 143 when stopped by SIGINT / SIGTERM (no partial output is "
+                    "left).")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders or glob patterns")
     p.add_argument("-o", "--output", metavar="OUT",
-                   help="output file (one input file) or folder (several inputs, folders, globs; "
-                        "also for one file when OUT is a folder, ends with '/' or has no extension)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
+                   help="output file for one input file (a name with an audio extension, e.g. out.wav), "
+                        "or a folder (ends with '/', has no extension, or exists); '-' writes one input "
+                        "as WAV to standard output")
+    exist = p.add_mutually_exclusive_group()
+    exist.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
+    exist.add_argument("--skip-existing", action="store_true",
+                       help="leave existing outputs as they are (resume a batch: outputs appear only "
+                            "when complete)")
     p.add_argument("--output-rate", type=int, metavar="HZ", help="output sample rate (default: the input's)")
     p.add_argument("--attenuation-limit", type=float, metavar="DB",
                    help="reduce noise by at most DB decibels: out = (1-a)*enhanced + a*noisy, "
                         "a = 10^(-DB/20)")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--checkpoint", metavar="PATH", help="a gtcrn checkpoint (default: the shipped model)")
-    src.add_argument("--upstream", metavar="PATH", help="an official GTCRN checkpoint")
+    _add_model_options(p, "the shipped gtcrn-g32", untrained=False)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where the model runs (auto: cuda when available)")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
+    p.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
     p.add_argument("--plot", action="store_true",
                    help="also write <output stem>.png with noisy/enhanced spectrograms (needs matplotlib)")
 
@@ -167,48 +232,91 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import pretrained_path
-    from .inference import (
-        DEFAULT_MODEL,
-        NoPretrainedModelError,
-        default_model,
-        enhance_paths,
-        matplotlib_available,
-    )
+    from .inference import DEFAULT_MODEL, NoPretrainedModelError, default_model, matplotlib_available
 
-    if args.threads is not None and args.threads < 1:
-        raise CLIError(f"--threads must be >= 1, got {args.threads}")
     if args.output_rate is not None and args.output_rate < 1:
         raise CLIError(f"--output-rate must be a positive rate in Hz, got {args.output_rate}")
     if args.attenuation_limit is not None and not args.attenuation_limit >= 0:
         raise CLIError(f"--attenuation-limit must be >= 0 dB, got {args.attenuation_limit}")
     if args.plot and not matplotlib_available():
-        raise CLIError("--plot needs matplotlib: pip install 'gtcrn[plot]'")
+        raise CLIError(f"--plot needs matplotlib: {install_hint('plot')}")
+    if args.output == "-":
+        _check_stdout_job(args)
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif device == "cuda" and not torch.cuda.is_available():
         raise CLIError("--device cuda: CUDA is not available")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    model = _model_from_args(args)
-    if model is None:
+    _set_threads(args.threads)
+    spec = _model_spec(args)
+    if spec is not None:
+        model = _load(spec)
+    else:
         try:
             model = default_model()
         except NoPretrainedModelError:
             raise CLIError(f"no pretrained model is installed ({pretrained_path(DEFAULT_MODEL)} is "
-                           f"missing); pass one with --checkpoint PATH or --upstream PATH") from None
+                           f"missing); pass one with --model PATH or --model upstream:PATH") from None
     model = model.to(device)
+    if args.output == "-":
+        return _enhance_to_stdout(args, model)
+    return _enhance_batch(args, model, args.output)
+
+
+def _enhance_batch(args: argparse.Namespace, model, output) -> int:
+    from .inference import EnhanceUsageError, enhance_paths
 
     def report(message: str) -> None:
         print(f"gtcrn enhance: error: {message}", file=sys.stderr)
 
-    batch = enhance_paths(args.inputs, args.output, model, overwrite=args.overwrite,
-                          output_rate=args.output_rate, attenuation_limit=args.attenuation_limit,
-                          plot=args.plot, progress=sys.stderr.isatty(), report=report)
+    def warn(message: str) -> None:
+        print(f"gtcrn enhance: warning: {message}", file=sys.stderr)
+
+    start = time.perf_counter()
+    try:
+        batch = enhance_paths(args.inputs, output, model, overwrite=args.overwrite,
+                              skip_existing=args.skip_existing, output_rate=args.output_rate,
+                              attenuation_limit=args.attenuation_limit, plot=args.plot, progress=None,
+                              report=report, warn=warn)
+    except EnhanceUsageError as exc:
+        raise CLIError(str(exc)) from None
+    summary = (f"{_plural(batch.written, 'file')} written, {batch.seconds:.1f} s of audio in "
+               f"{time.perf_counter() - start:.1f} s")
+    if batch.skipped:
+        summary += f"; {batch.skipped} skipped (output exists)"
     if batch.failed:
-        print(f"gtcrn enhance: {batch.failed} of {batch.total} files failed", file=sys.stderr)
-        return 1
-    return 0
+        summary += f"; {batch.failed} of {batch.total} files failed"
+    print(f"gtcrn enhance: {summary}", file=sys.stderr)
+    return 1 if batch.failed else 0
+
+
+def _check_stdout_job(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    if len(args.inputs) != 1 or not Path(args.inputs[0]).is_file():
+        raise CLIError("-o - writes one input file to standard output; give exactly one input file")
+    if args.plot:
+        raise CLIError("--plot needs an output file, not standard output")
+    if sys.stdout.isatty():
+        raise CLIError("-o -: standard output is a terminal; redirect it to a file or a pipe")
+
+
+def _enhance_to_stdout(args: argparse.Namespace, model) -> int:
+    """One input to WAV on standard output: enhanced into a private temporary folder (removed
+    whatever happens), then copied out."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="gtcrn-enhance-") as tmp:
+        out = Path(tmp) / "enhanced.wav"
+        status = _enhance_batch(args, model, out)
+        if status == 0:
+            sys.stdout.flush()
+            with open(out, "rb") as fh:
+                shutil.copyfileobj(fh, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+    return status
 
 
 # ---- train -------------------------------------------------------------------------------------
@@ -216,8 +324,9 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a model (on-the-fly mixing, paired folders or manifests)",
-        description="Train from a YAML run config (overrides of gtcrn.config.RunConfig). The run folder "
-                    "gets config.yaml, last.pt/best.pt, metrics.csv and train.log. Ctrl-C (SIGINT) "
+        description="Train from a YAML run config (overrides of gtcrn.config.RunConfig; "
+                    "configs/own-data.yaml trains on folders of one's own speech and noise). The run "
+                    "folder gets config.yaml, last.pt/best.pt, metrics.csv and train.log. Ctrl-C (SIGINT) "
                     "or a job scheduler's SIGTERM saves a resumable checkpoint and exits with status "
                     "130 or 143; continue with --resume. Multi-GPU / multi-node: torchrun "
                     "--nproc_per_node N -m gtcrn.train --config ... (same options).")
@@ -273,12 +382,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "export", help="export the streaming step to ONNX",
         description="Export one streaming step (STFT frame + state in, enhanced frame + new state out) "
                     "to ONNX; see gtcrn.export and scripts/onnx_stream_example.py for a numpy + "
-                    "onnxruntime streaming loop. Without a model option the shipped gtcrn-g32 is used.")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--checkpoint", metavar="PATH", help="a gtcrn checkpoint file")
-    src.add_argument("--config", metavar="NAME", help="preset name or YAML config (untrained weights)")
-    src.add_argument("--upstream", metavar="PATH", help="an official GTCRN checkpoint")
+                    "onnxruntime streaming loop. Needs the onnx extra (onnx, onnxruntime).")
+    _add_model_options(p, "the shipped gtcrn-g32")
     p.add_argument("-o", "--output", required=True, metavar="ONNX", help="output .onnx file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--generic", action="store_true",
                    help="trace model.step with torch.onnx instead of building the optimised graph")
@@ -287,14 +394,23 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .checkpoint import load_model
-    from .export import ExportError, export_onnx
+    from pathlib import Path
 
-    model = _model_from_args(args)
-    if model is None:
-        model = load_model("gtcrn-g32")
+    from .export import ExportError, export_onnx
+    from .extras import require
+    from .inference import DEFAULT_MODEL
+
+    out = Path(args.output)
+    if out.is_dir():
+        raise CLIError(f"{out}: is a folder; give the .onnx file to write")
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"{out}: output exists (use --overwrite to replace it)")
+    require("onnx", "onnx", "ONNX export")  # before the model is loaded
+    if not args.no_verify:
+        require("onnxruntime", "onnx", "checking the ONNX export (skip it with --no-verify)")
+    model = _load(_model_spec(args) or DEFAULT_MODEL)
     try:
-        path = export_onnx(model, args.output, opset=args.opset, optimize=not args.generic,
+        path = export_onnx(model, out, opset=args.opset, optimize=not args.generic,
                            verify=not args.no_verify)
     except (ExportError, OSError) as exc:
         raise CLIError(str(exc)) from None
@@ -309,9 +425,12 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         "benchmark", help="speed and memory benchmark (prints a Markdown table)",
         description="Offline real-time factor, torch and onnxruntime per-frame streaming latency, peak "
                     "memory enhancing a long file, and the official streaming ONNX model timed the same "
-                    "way when available. Everything on one CPU thread.")
-    p.add_argument("--presets", default="gtcrn-g32,gtcrn-official",
-                   help="comma-separated preset names (default: gtcrn-g32,gtcrn-official)")
+                    "way when available. Everything on one CPU thread. Absolute times depend on the "
+                    "machine and its load: compare models within one run. Needs the onnx extra.")
+    p.add_argument("--model", metavar="SPEC", action="append",
+                   help=f"a model to time (repeatable): {SPEC_HELP}. Default: gtcrn-g32 and "
+                        f"gtcrn-official (shipped weights where installed, else random: the same speed)")
+    p.add_argument("--presets", help="comma-separated preset names: the same as --model for each")
     p.add_argument("--seconds", type=float, default=60.0, help="audio length for the offline RTF (60)")
     p.add_argument("--frames", type=int, default=1000, help="frames timed per streaming model (1000)")
     p.add_argument("--memory-minutes", type=float, default=10.0,
@@ -320,10 +439,10 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
                    help="the official streaming gtcrn.onnx (default: ../shared/upstream-gtcrn/gtcrn.onnx "
                         "when present)")
     p.add_argument("--compare-generic", action="store_true",
-                   help="also time the generic torch.onnx export of each preset")
+                   help="also time the generic torch.onnx export of each model")
     p.add_argument("--train", action="store_true",
                    help="instead: training throughput (seconds of audio trained per second; fwd + bwd + "
-                        "Adam on batch 16 x 4 s) on the CPU, and on the GPU when there is one")
+                        "Adam on batch 16 x 4 s) on the CPU, and on the GPU when there is one (presets)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for --train (2)")
     p.add_argument("--batch", type=int, default=16, help="batch size for --train (16 crops of 4 s)")
 
@@ -334,11 +453,15 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from .benchmark import default_official_onnx, format_markdown, run_benchmark
     from .config import PRESETS
 
-    presets = [name.strip() for name in args.presets.split(",") if name.strip()]
-    unknown = [name for name in presets if name not in PRESETS]
-    if not presets or unknown:
-        raise CLIError(f"--presets: unknown preset(s) {', '.join(unknown) or '(none given)'}; "
-                       f"choose from {', '.join(PRESETS)}")
+    models = list(args.model or [])
+    if args.presets is not None:
+        presets = [name.strip() for name in args.presets.split(",") if name.strip()]
+        unknown = [name for name in presets if name not in PRESETS]
+        if not presets or unknown:
+            raise CLIError(f"--presets: unknown preset(s) {', '.join(unknown) or '(none given)'}; "
+                           f"choose from {', '.join(PRESETS)}")
+        models += presets
+    models = models or list(PRESETS)
     if args.seconds <= 0 or args.frames < 1 or args.memory_minutes < 0:
         raise CLIError("--seconds and --frames must be positive, --memory-minutes >= 0")
     if args.train:
@@ -346,18 +469,22 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
         if args.batch < 1:
             raise CLIError("--batch must be at least 1")
+        unknown = [m for m in models if m not in PRESETS]
+        if unknown:
+            raise CLIError(f"--train times presets (the weights do not matter); not presets: "
+                           f"{', '.join(unknown)}")
 
         from .train import format_throughput, train_throughput
 
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         rows = [train_throughput(name, batch=args.batch, device=dev, threads=args.threads)
-                for dev in devices for name in presets]
+                for dev in devices for name in models]
         print(format_throughput(rows), end="")
         return 0
     official = Path(args.official_onnx) if args.official_onnx else default_official_onnx()
     if official is not None and not official.is_file():
         raise CLIError(f"--official-onnx: {official}: no such file")
-    result = run_benchmark(presets, seconds=args.seconds, frames=args.frames,
+    result = run_benchmark(models, seconds=args.seconds, frames=args.frames,
                            memory_minutes=args.memory_minutes, official_onnx=official,
                            compare_generic=args.compare_generic,
                            log=lambda msg: print(f"[benchmark] {msg}", file=sys.stderr, flush=True))
@@ -368,21 +495,35 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 # ---- prepare ----------------------------------------------------------------------------------
 
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prepare", help="build a train/dev pool of real recordings for training")
+    from .prepare import DEBIAN_DOWNLOAD_GB
+
+    p = sub.add_parser(
+        "prepare", help="build a train/dev pool of real recordings for training",
+        description="Build (or complete) a train/dev pool of real recordings in OUT with a manifest for "
+                    "`gtcrn train`: speech, noise and room responses from the shared material "
+                    "(--shared, by default ../shared from the working directory), speech and noise "
+                    f"from Debian packages (about {DEBIAN_DOWNLOAD_GB:g} GB downloaded with apt-get on a "
+                    "first run, each package's size printed first; --no-debian skips them) and "
+                    "synthetic noise. Idempotent. Training on folders of one's own speech and noise "
+                    "needs no pool: see configs/own-data.yaml.")
     p.add_argument("--out", default="data/pool", help="pool folder (default: data/pool)")
-    p.add_argument("--shared", help="the shared data folder (default: ../shared beside the checkout)")
+    shared = p.add_mutually_exclusive_group()
+    shared.add_argument("--shared", help="the shared data folder (default: ../shared from the working "
+                                         "directory)")
+    shared.add_argument("--no-shared", action="store_true",
+                        help="build from the Debian packages alone")
     p.add_argument("--no-debian", action="store_true", help="skip the speech/noise Debian packages")
     p.add_argument("--cache", help="download/extract cache (default: OUT/.cache)")
     p.add_argument("--seed", type=int, default=0, help="seed of the dev split")
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from .prepare import DEFAULT_SHARED_DIR, PrepareError, prepare_pool
+    from .prepare import PrepareError, prepare_pool
 
     try:
-        manifest = prepare_pool(args.out, shared_dir=args.shared or DEFAULT_SHARED_DIR,
+        manifest = prepare_pool(args.out, shared_dir=args.shared, use_shared=not args.no_shared,
                                 debian_packages=not args.no_debian, cache_dir=args.cache,
-                                seed=args.seed, progress=sys.stderr.isatty())
+                                seed=args.seed, progress=True)
     except PrepareError as exc:
         raise CLIError(str(exc)) from None
     print(f"pool manifest: {manifest}")
@@ -391,24 +532,42 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 # ---- parser ------------------------------------------------------------------------------------
 
+def _version() -> str:
+    from importlib import metadata
+
+    from . import __version__
+
+    try:
+        return metadata.version("gtcrn")
+    except metadata.PackageNotFoundError:
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gtcrn", description="GTCRN speech enhancement")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="gtcrn", description="GTCRN speech enhancement: denoise files with the shipped model, "
+                                  "train, evaluate, export to ONNX.")
+    parser.add_argument("--version", action="version", version=f"gtcrn {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         globals()[f"_add_{name}"](sub)
     return parser
 
 
-COMMANDS = ["info", "evaluate", "enhance", "train", "export", "benchmark", "prepare"]
+COMMANDS = ["enhance", "info", "evaluate", "train", "export", "benchmark", "prepare"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(globals()[f"_cmd_{args.command}"](args) or 0)
-    except (CLIError, CheckpointError, ConfigError) as exc:
+        with _sigterm_as_interrupt():
+            return int(globals()[f"_cmd_{args.command}"](args) or 0)
+    except (CLIError, CheckpointError, ConfigError, MissingExtraError) as exc:
         print(f"gtcrn {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"gtcrn {args.command}: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"gtcrn {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -174,16 +174,50 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping (an empty file is an empty mapping)."""
-    with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
+    """Read a YAML mapping (an empty file is an empty mapping). Malformed YAML raises
+    :class:`ConfigError` on one line: ``PATH: line L, column C: problem``."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except yaml.MarkedYAMLError as exc:
+        raise ConfigError(f"{path}: {_yaml_problem(exc)}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     return data
 
 
+def model_config_from(name_or_yaml: str | Path) -> ModelConfig:
+    """A preset name, or a YAML file with ``preset:`` and/or ``model:`` overrides (a run config)."""
+    key = str(name_or_yaml)
+    if key in PRESETS and not Path(key).exists():
+        return ModelConfig.preset(key)
+    if not Path(key).is_file():
+        raise ConfigError(f"{key}: neither a preset ({', '.join(PRESETS)}) nor a config file")
+    data = load_yaml(key)
+    base = ModelConfig.preset(data.get("preset", "gtcrn-g32"))
+    try:
+        return from_dict(ModelConfig, {**to_dict(base), **(data.get("model") or {})}, prefix="model")
+    except ConfigError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
+    """``line L, column C: problem (context from line L', column C')``, 1-based like editors."""
+    mark = exc.problem_mark or exc.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    text = exc.problem or exc.context or "not valid YAML"
+    if exc.problem and exc.context:
+        cm = exc.context_mark
+        text += f" ({exc.context}" + (f" from line {cm.line + 1}, column {cm.column + 1})" if cm else ")")
+    return where + text
+
+
 __all__ = ["ConfigError", "LossConfig", "ModelConfig", "PRESETS", "from_dict", "to_dict", "load_yaml",
-           "field"]
+           "field", "model_config_from"]
 
 
 # ---- training -------------------------------------------------------------------------------------
@@ -293,13 +327,17 @@ class TrainConfig:
     validate_before: bool = False  # also score the untrained model (row epoch 0 of metrics.csv)
     dev_metrics: list[str] = field(default_factory=lambda: ["pesq_wb", "stoi", "si_sdr"])
     best_metric: str = "pesq_wb"  # higher is better; "dev_loss" is lower-is-better
-    progress: bool = True
+    # tqdm bars on stderr; None = only when stderr is a terminal (not into redirected logs).
+    progress: bool | None = None
     log_every: int = 0  # print a plain log line every N steps (0 = off)
-    tensorboard: bool = True
+    # TensorBoard event files; None = when tensorboard is installed (silently without it),
+    # True = wanted (one warning line when it is not installed), False = off.
+    tensorboard: bool | None = None
     # Start from these weights instead of a random init (fine-tuning or a warm restart): a
     # checkpoint path or a preset name with shipped weights ("gtcrn-g32"). The model config must
     # match; the optimizer, schedule and step count start fresh. The run's record keeps the
-    # source's steps and hours so totals add up.
+    # source's steps and hours so totals add up. The starting weights are scored on the dev set
+    # before the first step (row epoch 0) and compete for best.pt, which is never worse than them.
     init_from: str | None = None
     # Also accept an ``init_from`` of another configuration (for instance the official GTCRN
     # checkpoint into gtcrn-g32): what fits is copied or adapted, the rest starts fresh (see
@@ -379,8 +417,9 @@ class RunConfig:
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
         """A YAML file of overrides (unknown keys anywhere raise ConfigError naming the key)."""
+        data = load_yaml(path)  # its errors name the file already
         try:
-            return from_dict(cls, load_yaml(path))
+            return from_dict(cls, data)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
 

@@ -76,6 +76,7 @@ from scipy import signal as sps
 
 from .audio import AudioError, read_audio, resample
 from .config import ConfigError, DataConfig
+from .extras import install_hint
 from .stft import SAMPLE_RATE
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff")
@@ -498,7 +499,7 @@ def rir_backend(name: str) -> str:
     except ImportError:
         if name == "pyroomacoustics":
             raise DataError("data.rir_backend = pyroomacoustics, but it is not installed: "
-                            "pip install 'gtcrn[reverb]' (or use rir_backend: synthetic)") from None
+                            f"{install_hint('reverb')} (or use rir_backend: synthetic)") from None
         return "synthetic"
     return "pyroomacoustics"
 
@@ -841,6 +842,23 @@ def _dev_pairs(noisy: AudioBank, clean: AudioBank, cfg: DataConfig, seed: int
     return out
 
 
+def check_data_paths(cfg: DataConfig) -> None:
+    """Every file and folder a data config names exists; else :class:`DataError` naming the config
+    key and the path (``data.speech_dirs[1]: corpus/x: no such folder``). Cheap: run before
+    anything is created."""
+    folders = [(f"data.{key}[{i}]", entry) for key in ("speech_dirs", "noise_dirs")
+               for i, entry in enumerate(getattr(cfg, key))]
+    folders += [(f"data.{key}", getattr(cfg, key)) for key in ("paired_dir", "dev_paired_dir")
+                if getattr(cfg, key)]
+    for where, entry in folders:
+        if not Path(entry).is_dir():
+            what = "not a folder" if Path(entry).exists() else "no such folder"
+            raise DataError(f"{where}: {entry}: {what}")
+    if cfg.manifest and not Path(cfg.manifest).is_file():
+        raise DataError(f"data.manifest: {cfg.manifest}: no such file (build a pool with `gtcrn prepare`, or "
+                        f"train on folders with data.speech_dirs and data.noise_dirs: configs/own-data.yaml)")
+
+
 def build_run_data(cfg: DataConfig, seed: int, progress: bool = False, log=print) -> RunData:
     """Decode (or load from cache) everything ``cfg`` names and build the training dataset and
     the fixed dev set."""
@@ -898,7 +916,7 @@ def build_run_data(cfg: DataConfig, seed: int, progress: bool = False, log=print
     if cfg.reverb_prob > 0:
         backend = rir_backend(cfg.rir_backend)
         if backend == "synthetic" and cfg.rir_backend == "auto":
-            log("data: pyroomacoustics is not installed (pip install 'gtcrn[reverb]'); "
+            log(f"data: pyroomacoustics is not installed ({install_hint('reverb')}); "
                 "reverberation uses the synthetic exponential-decay RIR bank")
         rir_cache = cfg.cache_dir if cfg.cache == "disk" else None
         rirs = rir_bank(cfg.rir_count, cfg.rt60, seed, backend, rir_cache)
@@ -942,7 +960,8 @@ def _worker_init(_: int) -> None:
 
 __all__ = [
     "AudioBank", "DataError", "Entry", "EpochBatches", "Mixture", "MixingDataset", "PairEntry",
-    "PairedDataset", "RIR", "RunData", "build_run_data", "crop", "held_out", "iterate_batches",
+    "PairedDataset", "RIR", "RunData", "build_run_data", "check_data_paths", "crop", "held_out",
+    "iterate_batches",
     "list_audio", "load_mono_16k", "make_dev_mixtures", "pair_entries", "pool_entries", "random_biquad",
     "read_manifest", "reverberate", "rir_bank", "rir_backend", "rms", "speaker_of", "synthetic_rir",
 ]

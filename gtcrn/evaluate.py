@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio import read_audio, resample, write_audio
-from .checkpoint import CheckpointError, load_model, load_upstream
+from .audio import AudioError, one_line, read_audio, resample, write_audio
+from .checkpoint import model_from_spec, split_spec
+from .extras import install_hint
 from .metrics import METRIC_KEYS, compute_metrics, dnsmos, dnsmos_available
 from .model import GTCRN
 from .stft import SAMPLE_RATE
@@ -63,30 +65,13 @@ class EvaluationError(ValueError):
 # ---- models ------------------------------------------------------------------------------------
 
 def load_model_spec(spec: str) -> tuple[str | None, GTCRN]:
-    """``[NAME=]checkpoint:PATH | upstream:PATH | preset:NAME | PATH`` -> (label or None, model).
-
-    A plain path is read as a gtcrn checkpoint, or else as an official GTCRN checkpoint.
-    The label is ``None`` when the spec has no ``NAME=`` prefix (see :func:`default_label`).
+    """``[LABEL=]SPEC`` -> (label or None, model), SPEC as :func:`gtcrn.checkpoint.model_from_spec`
+    reads it (a preset name: its shipped weights; ``upstream:PATH``; a checkpoint path;
+    ``untrained:NAME``). The label is ``None`` when the spec has no ``LABEL=`` prefix (see
+    :func:`default_label`).
     """
     label, body = _split_label(spec)
-    kind, _, rest = body.partition(":")
-    if kind == "checkpoint" and rest:
-        return label, load_model(rest)
-    if kind == "upstream" and rest:
-        return label, load_upstream(rest)
-    if kind == "preset" and rest:
-        if Path(rest).exists():
-            raise EvaluationError(f"{spec}: 'preset:' takes a preset name, not a path")
-        return label, load_model(rest)
-    try:
-        return label, load_model(body)
-    except CheckpointError as exc:
-        if not Path(body).is_file():
-            raise
-        try:
-            return label, load_upstream(body)
-        except CheckpointError:
-            raise exc from None
+    return label, model_from_spec(body)
 
 
 def _split_label(spec: str) -> tuple[str | None, str]:
@@ -98,18 +83,19 @@ def _split_label(spec: str) -> tuple[str | None, str]:
 
 def _spec_target(spec: str) -> str:
     """The path or preset name a spec refers to (prefixes removed)."""
-    body = _split_label(spec)[1]
-    kind, _, rest = body.partition(":")
-    return rest if kind in ("checkpoint", "upstream", "preset") and rest else body
+    return split_spec(_split_label(spec)[1])[1]
 
 
 def default_label(spec: str) -> str:
-    """A short label for a model spec: its ``NAME=`` prefix, the preset name or the file stem."""
+    """A short label for a model spec: its ``NAME=`` prefix, the preset name or the file stem
+    (``untrained-NAME`` for an untrained model)."""
     label = _split_label(spec)[0]
     if label:
         return label
     target = _spec_target(spec)
-    return Path(target).stem if target.endswith((".pt", ".pth", ".tar", ".ckpt")) else Path(target).name
+    name = Path(target).stem if target.endswith((".pt", ".pth", ".tar", ".ckpt", ".yaml", ".yml")) \
+        else Path(target).name
+    return f"untrained-{name}" if split_spec(_split_label(spec)[1])[0] == "untrained" else name
 
 
 def unique_labels(specs: Sequence[str]) -> list[str]:
@@ -166,10 +152,11 @@ AUDIO_SUFFIXES: frozenset[str] = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64", ".rf64"})
 
 
-def find_pairs(noisy_dir: str | Path, clean_dir: str | Path | None = None
+def find_pairs(noisy_dir: str | Path, clean_dir: str | Path | None = None, strict: bool = True
                ) -> list[tuple[str, Path, Path | None]]:
     """Audio files under ``noisy_dir`` (recursive, sorted) as (relative path, noisy path, clean
-    path or None); every noisy file must have a clean file of the same relative path."""
+    path or None), paired by relative path. With ``strict`` every noisy file must have its clean
+    file (else :class:`EvaluationError`); without, a missing one is left for the caller to report."""
     noisy_dir = Path(noisy_dir)
     if not noisy_dir.is_dir():
         raise EvaluationError(f"{noisy_dir}: no such folder")
@@ -189,7 +176,7 @@ def find_pairs(noisy_dir: str | Path, clean_dir: str | Path | None = None
             if not clean.is_file():
                 missing.append(rel)
         pairs.append((rel, path, clean))
-    if missing:
+    if missing and strict:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise EvaluationError(f"{clean_dir}: no clean file for {', '.join(missing[:3])}{more} "
                               "(noisy and clean files are paired by relative path)")
@@ -225,10 +212,14 @@ def _median(values: Iterable[float | None]) -> float | None:
     return float(np.median(good)) if good else None
 
 
+LENGTH_TOLERANCE_S = 0.01  # noisy and clean lengths that differ by more are warned about
+
+
 def evaluate(models: Mapping[str, GTCRN], noisy_dir: str | Path, clean_dir: str | Path | None = None,
              out_dir: str | Path | None = None, *, metric_rate: int | None = SAMPLE_RATE,
              use_dnsmos: bool | None = None, fast: bool = False, save_audio: bool = False,
-             progress: bool = False) -> dict[str, Any]:
+             progress: bool | None = False, report: Callable[[str], None] | None = None,
+             warn: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Score the noisy input and every model's output; return the summary dict.
 
     ``models`` maps labels to models (the label ``"noisy"`` is reserved). ``metric_rate``:
@@ -238,56 +229,73 @@ def evaluate(models: Mapping[str, GTCRN], noisy_dir: str | Path, clean_dir: str 
     ``summary.json`` and ``summary.md`` there (and with ``save_audio`` the enhanced files under
     ``out_dir/<label>/<relative path>`` at the scoring rate).
 
+    A pair that cannot be scored (no clean file, an unreadable file) is left out, reported
+    through ``report(one line naming the file)`` and listed in ``"failed"``; the others are
+    scored. A pair whose noisy and clean lengths differ by more than
+    :data:`LENGTH_TOLERANCE_S` is scored over the shorter one and warned about (``warn`` and
+    ``"warnings"``). ``progress``: a tqdm bar on stderr (``None``: when it is a terminal).
+
     Summary: ``{"noisy_dir", "clean_dir", "metric_rate", "num_files", "metrics": [...],
     "systems": {label: {"mean": {metric: value|None}, "count": {metric: n},
-    "pesq_failures": n, "pesq_failed_files": [...]}}, "markdown": str}`` with ``"noisy"`` first;
-    a PESQ failure is a file where PESQ-WB or PESQ-NB could not be computed.
+    "pesq_failures": n, "pesq_failed_files": [...]}}, "failed": [{"file", "error"}],
+    "warnings": [str], "markdown": str}`` with ``"noisy"`` first; a PESQ failure is a file where
+    PESQ-WB or PESQ-NB could not be computed.
     """
     if NOISY in models:
         raise EvaluationError(f"the label {NOISY!r} is reserved for the unprocessed input")
     available = dnsmos_available()
     if use_dnsmos and not available:
-        raise EvaluationError("DNSMOS is not installed: pip install 'gtcrn[dnsmos]'")
+        raise EvaluationError(f"DNSMOS is not installed: {install_hint('dnsmos')}")
     use_dnsmos = available if use_dnsmos is None else use_dnsmos
     if clean_dir is None and not use_dnsmos:
         raise EvaluationError(
             "without clean references only DNSMOS can be computed, and "
-            + ("it was switched off" if available else "it is not installed: pip install 'gtcrn[dnsmos]'"))
-    pairs = find_pairs(noisy_dir, clean_dir)
+            + ("it was switched off" if available else f"it is not installed: {install_hint('dnsmos')}"))
+    pairs = find_pairs(noisy_dir, clean_dir, strict=False)
     keys = ([k for k in METRIC_KEYS if not fast or k in FAST_KEYS] if clean_dir is not None else [])
     columns = keys + (list(DNSMOS_COLUMNS) if use_dnsmos else [])
     systems = [NOISY, *models]
     out = Path(out_dir) if out_dir is not None else None
 
+    from tqdm import tqdm
+
     rows: list[dict[str, Any]] = []
-    iterator: Iterable = pairs
-    if progress:
-        from tqdm import tqdm
-        iterator = tqdm(pairs, desc="evaluate", unit="file")
-    for rel, noisy_path, clean_path in iterator:
-        audio, sr, _ = read_audio(noisy_path)
-        rate = metric_rate or sr
-        noisy = resample(_mono(audio), sr, rate)  # (N,)
-        clean = None
-        if clean_path is not None:
-            c_audio, c_sr, _ = read_audio(clean_path)
-            clean = resample(_mono(c_audio), c_sr, rate)  # (N',)
-            n = min(noisy.size, clean.size)
-            noisy, clean = noisy[:n], clean[:n]
-        row: dict[str, Any] = {"file": rel, "sample_rate": sr, "duration_s": round(noisy.size / rate, 4)}
-        for label in systems:
-            signal = noisy if label == NOISY else enhance_signal(models[label], noisy, rate)
-            if save_audio and out is not None and label != NOISY:
-                dest = out / label / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                write_audio(dest, signal, rate)
-            for key, value in _score(clean, signal, noisy, rate, keys, use_dnsmos).items():
-                row[f"{label}/{key}"] = value
+    failed: list[dict[str, str]] = []
+    warnings: list[str] = []
+    if progress is None:
+        progress = sys.stderr.isatty()
+    bar = tqdm(pairs, desc="evaluate", unit="file", disable=not progress, file=sys.stderr,
+               dynamic_ncols=True)
+
+    def say(callback: Callable[[str], None] | None, message: str) -> None:
+        if callback is not None:
+            with tqdm.external_write_mode(file=sys.stderr):
+                callback(message)
+
+    for rel, noisy_path, clean_path in bar:
+        try:
+            row, warning = _score_pair(rel, noisy_path, clean_path, models, systems, metric_rate, keys,
+                                       use_dnsmos, out if save_audio else None)
+        except (AudioError, OSError) as exc:
+            message = one_line(exc)
+            failed.append({"file": rel, "error": message})
+            say(report, message)
+            continue
+        except Exception as exc:  # keep going over the other pairs
+            message = f"{noisy_path}: {type(exc).__name__}: {one_line(exc)}"
+            failed.append({"file": rel, "error": message})
+            say(report, message)
+            continue
+        if warning:
+            warnings.append(warning)
+            say(warn, warning)
         rows.append(row)
+    bar.close()
 
     summary: dict[str, Any] = {
         "noisy_dir": str(noisy_dir), "clean_dir": None if clean_dir is None else str(clean_dir),
         "metric_rate": metric_rate, "num_files": len(rows), "metrics": columns, "systems": {},
+        "failed": failed, "warnings": warnings,
     }
     for label in systems:
         failed = [r["file"] for r in rows
@@ -303,6 +311,39 @@ def evaluate(models: Mapping[str, GTCRN], noisy_dir: str | Path, clean_dir: str 
     if out is not None:
         write_results(out, rows, summary)
     return summary
+
+
+def _score_pair(rel: str, noisy_path: Path, clean_path: Path | None, models: Mapping[str, GTCRN],
+                systems: Sequence[str], metric_rate: int | None, keys: Sequence[str], use_dnsmos: bool,
+                save_to: Path | None) -> tuple[dict[str, Any], str | None]:
+    """One pair's CSV row (every system's scores) and a warning about its lengths, or None."""
+    if clean_path is not None and not clean_path.is_file():
+        raise AudioError(f"{clean_path}: no clean file for {rel} (noisy and clean files are paired by "
+                         f"relative path)")
+    audio, sr, _ = read_audio(noisy_path)
+    rate = metric_rate or sr
+    noisy = resample(_mono(audio), sr, rate)  # (N,)
+    clean = None
+    warning = None
+    if clean_path is not None:
+        c_audio, c_sr, _ = read_audio(clean_path)
+        clean = resample(_mono(c_audio), c_sr, rate)  # (N',)
+        if abs(noisy.size - clean.size) > LENGTH_TOLERANCE_S * rate:
+            shorter = min(noisy.size, clean.size) / rate
+            warning = (f"{noisy_path}: {noisy.size / rate:.3f} s long, its clean file {clean_path} "
+                       f"{clean.size / rate:.3f} s; scored over the first {shorter:.3f} s")
+        n = min(noisy.size, clean.size)
+        noisy, clean = noisy[:n], clean[:n]
+    row: dict[str, Any] = {"file": rel, "sample_rate": sr, "duration_s": round(noisy.size / rate, 4)}
+    for label in systems:
+        signal = noisy if label == NOISY else enhance_signal(models[label], noisy, rate)
+        if save_to is not None and label != NOISY:
+            dest = save_to / label / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            write_audio(dest, signal, rate)
+        for key, value in _score(clean, signal, noisy, rate, keys, use_dnsmos).items():
+            row[f"{label}/{key}"] = value
+    return row, warning
 
 
 def markdown_table(summary: Mapping[str, Any]) -> str:
@@ -324,6 +365,10 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
             lines.append(f"PESQ failed on {info['pesq_failures']} file(s) for {label} (no utterance "
                          f"detected, or silence): {', '.join(info['pesq_failed_files'][:5])}"
                          + (" ..." if info["pesq_failures"] > 5 else ""))
+    failed = summary.get("failed") or []
+    if failed:
+        lines.append(f"{len(failed)} file(s) could not be scored and are left out: "
+                     + ", ".join(f["file"] for f in failed[:5]) + (" ..." if len(failed) > 5 else ""))
     return "\n".join(lines) + "\n"
 
 

@@ -65,6 +65,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .extras import require
 from .modules import DPGRNN, SFE, TRA, BandStem, ConvBlock, GTConvBlock, SkipFusion
 from .stft import HOP, N_FFT, N_FREQS, SAMPLE_RATE
 
@@ -841,8 +842,7 @@ def build_onnx(model: nn.Module, opset: int = DEFAULT_OPSET, optimize: bool = Tr
     """The streaming-step graph as an in-memory ``onnx.ModelProto`` (see the module docstring)."""
     import tempfile
 
-    import onnx
-
+    onnx = require("onnx", "onnx", "ONNX export")
     model = model.eval()
     onnx_model = None
     optimized = False
@@ -883,8 +883,7 @@ def verify_onnx(model: nn.Module, onnx_path: str | Path, frames: int = 50, seed:
     and the torch model on the same ``frames`` random frames (every enhanced frame, and the final
     state unpacked by the graph's ``gtcrn.state_layout``; ``model.forward_stateful`` over all
     frames at once equals ``model.step`` frame by frame)."""
-    import onnxruntime as ort
-
+    ort = require("onnxruntime", "onnx", "checking the ONNX export (skip it with --no-verify)")
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     meta = sess.get_modelmeta().custom_metadata_map
     layout = json.loads(meta["gtcrn.state_layout"])
@@ -911,11 +910,14 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, 
                 verify: bool = True) -> Path:
     """Export ``model``'s streaming step to ``path`` (ONNX); returns the path.
 
-    ``verify``: when onnxruntime is installed, compare the graph with ``model.step``
-    on random frames and raise :class:`ExportError` if they differ by more than 1e-4.
+    ``verify``: compare the graph, run by onnxruntime, with ``model.step`` on random frames
+    and raise :class:`ExportError` if they differ by more than 1e-4. ``onnx`` (and for the
+    check ``onnxruntime``) come with the ``onnx`` extra; without them
+    :class:`gtcrn.extras.MissingExtraError` says what to install.
     """
-    import onnx
-
+    onnx = require("onnx", "onnx", "ONNX export")
+    if verify:
+        require("onnxruntime", "onnx", "checking the ONNX export (skip it with --no-verify)")
     path = Path(path)
     model = model.cpu().eval()
     onnx_model = build_onnx(model, opset, optimize)
@@ -923,11 +925,6 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, 
     tmp = path.with_name(f".{path.name}.part")
     onnx.save(onnx_model, str(tmp))
     try:
-        if verify:
-            try:
-                import onnxruntime  # noqa: F401
-            except ImportError:
-                verify = False
         if verify:
             err = verify_onnx(model, tmp)
             if not err <= VERIFY_TOLERANCE:

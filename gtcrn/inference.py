@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,18 @@ import torch
 from torch import nn
 
 from . import checkpoint
-from .audio import AUDIO_EXTENSIONS, AudioError, format_for, is_float_subtype, output_subtype, publish
+from .audio import (
+    AUDIO_EXTENSIONS,
+    AudioError,
+    format_for,
+    is_float_subtype,
+    one_line,
+    open_audio,
+    output_subtype,
+    publish,
+    sf_path,
+)
+from .extras import MissingExtraError, install_hint
 from .stft import HOP, N_FREQS, SAMPLE_RATE
 from .stream import SpectraHook, Streamer
 
@@ -216,14 +227,42 @@ def _from_float(y: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.clip(scaled, info.min, info.max).astype(dtype)
 
 
+MAX_GUESSED_CHANNELS = 64  # more channels than this need channels_last=True/False said
+
+
+def _channels_last(shape: tuple[int, ...], channels_last: bool | None) -> bool:
+    """Whether a 2-D array of ``shape`` is (samples, channels), soundfile's layout.
+
+    Guessed when ``channels_last`` is None: the short axis is the channels' when it has at
+    most :data:`MAX_GUESSED_CHANNELS` entries and the other axis is longer; anything else
+    (a square array, two long axes) is a ``ValueError`` asking for ``channels_last``.
+    """
+    if channels_last is not None:
+        return bool(channels_last)
+    rows, cols = shape
+    if rows <= MAX_GUESSED_CHANNELS and (cols > rows or rows == cols == 1):
+        return False
+    if cols <= MAX_GUESSED_CHANNELS and rows > cols:
+        return True
+    why = "as many rows as columns" if rows == cols else \
+        f"both axes are longer than {MAX_GUESSED_CHANNELS} (too many channels either way)"
+    raise ValueError(f"audio of shape {shape} is ambiguous ({why}): pass channels_last=False for "
+                     f"(channels, samples) or channels_last=True for (samples, channels)")
+
+
 def enhance(audio: ArrayLike, sample_rate: int, model: nn.Module | None = None,
-            attenuation_limit: float | None = None, *, chunk_frames: int = CHUNK_FRAMES) -> ArrayLike:
-    """Enhance ``audio`` (numpy array or torch tensor, (samples,) or (channels, samples)) at any rate.
+            attenuation_limit: float | None = None, *, channels_last: bool | None = None,
+            chunk_frames: int = CHUNK_FRAMES) -> ArrayLike:
+    """Enhance ``audio`` (numpy array or torch tensor: (samples,), (channels, samples), or
+    soundfile's (samples, channels)) at any rate.
 
     Returns the same type, dtype, shape and sample rate (torch: same device; integer
     arrays are treated as PCM and clipped on the way back). Each channel is enhanced
-    independently. ``model=None`` uses the shipped default model (:func:`default_model`,
-    cached). ``attenuation_limit`` (dB): see the module docstring. Not differentiable.
+    independently. A 2-D array's layout is recognised (the channels are the short axis,
+    at most 64 of them; ``sf.read`` output works as it is), or set by ``channels_last``;
+    an ambiguous shape raises ``ValueError``. ``model=None`` uses the shipped default
+    model (:func:`default_model`, cached). ``attenuation_limit`` (dB): see the module
+    docstring. Not differentiable.
     """
     if isinstance(sample_rate, bool) or int(sample_rate) != sample_rate or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
@@ -236,8 +275,10 @@ def enhance(audio: ArrayLike, sample_rate: int, model: nn.Module | None = None,
     else:
         arr = np.asarray(audio)
     if arr.ndim not in (1, 2):
-        raise ValueError(f"audio must be (samples,) or (channels, samples), got shape {arr.shape}")
-    x = _to_float(arr)
+        raise ValueError(f"audio must be (samples,), (channels, samples) or (samples, channels), "
+                         f"got shape {arr.shape}")
+    transposed = arr.ndim == 2 and _channels_last(arr.shape, channels_last)
+    x = _to_float(arr.T if transposed else arr)
     x2 = x[None] if x.ndim == 1 else x  # (C, N)
     if not np.isfinite(x2).all():
         raise ValueError("audio contains NaN or infinite samples")
@@ -251,6 +292,7 @@ def enhance(audio: ArrayLike, sample_rate: int, model: nn.Module | None = None,
             out = np.concatenate([pipe.feed(np.ascontiguousarray(x2.T)), pipe.flush()])  # (N, C)
         y = np.ascontiguousarray(out.T)  # (C, N)
     y = y[0] if arr.ndim == 1 else y  # (N,) or (C, N)
+    y = np.ascontiguousarray(y.T) if transposed else y  # back to (N, C)
     if is_torch:
         return torch.from_numpy(y.copy()).to(device=audio.device, dtype=audio.dtype)
     return _from_float(y, arr.dtype)
@@ -307,7 +349,7 @@ def save_spectrogram_plot(path: str | Path, spectra: SpectrogramAccumulator, tit
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise RuntimeError("plots need matplotlib: pip install 'gtcrn[plot]'") from None
+        raise MissingExtraError(f"plots need matplotlib: {install_hint('plot')}") from None
     path = Path(path)
     noisy, enhanced, col_s = spectra.result()
     top = float(max(noisy.max(), enhanced.max()))
@@ -337,11 +379,6 @@ def save_spectrogram_plot(path: str | Path, spectra: SpectrogramAccumulator, tit
 
 # ---- files -------------------------------------------------------------------------------------
 
-def _one_line(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return " ".join(str(text).split())
-
-
 def _same_file(a: Path, b: Path) -> bool:
     try:
         if a.exists() and b.exists():
@@ -349,26 +386,6 @@ def _same_file(a: Path, b: Path) -> bool:
     except OSError:
         pass
     return a.resolve() == b.resolve()
-
-
-def _open_input(path: Path) -> sf.SoundFile:
-    """Open an input for reading; every failure becomes an :class:`AudioError` naming the file."""
-    try:
-        with open(path, "rb"):  # clean OS errors (missing, permission, folder) before libsndfile's
-            pass
-        handle = sf.SoundFile(str(path))
-    except FileNotFoundError:
-        raise AudioError(f"{path}: no such file") from None
-    except PermissionError:
-        raise AudioError(f"{path}: permission denied") from None
-    except IsADirectoryError:
-        raise AudioError(f"{path}: is a folder, not a file") from None
-    except OSError as exc:
-        raise AudioError(f"{path}: cannot read ({_one_line(exc)})") from None
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
-        message = _one_line(exc).replace(f"Error opening {str(path)!r}: ", "")
-        raise AudioError(f"{path}: not a readable audio file ({message})") from None
-    return handle
 
 
 def _make_parents(folder: Path) -> list[Path]:
@@ -397,13 +414,15 @@ class FileResult:
     source: Path | None
     output: Path | None
     error: str | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # audio enhanced
+    skipped: bool = False  # the output existed and ``skip_existing`` was set
+    warnings: list[str] = field(default_factory=list)  # one line each, naming the file
 
 
 def enhance_file(source: str | Path, output: str | Path, model: nn.Module, *,
                  output_rate: int | None = None, attenuation_limit: float | None = None,
                  overwrite: bool = False, plot: bool = False, chunk_frames: int = CHUNK_FRAMES,
-                 block_size: int = BLOCK_SIZE, on_progress: Callable[[float], None] | None = None
+                 block_size: int = BLOCK_SIZE, on_progress: Callable[[int, int], None] | None = None
                  ) -> FileResult:
     """Enhance one file to ``output`` block by block (memory independent of the file's length).
 
@@ -412,6 +431,9 @@ def enhance_file(source: str | Path, output: str | Path, model: nn.Module, *,
     the input's rate); it is written to a temporary file beside ``output`` and renamed
     over it at the end, so a failure leaves nothing behind. Raises :class:`AudioError`
     (one line, naming the file) for every problem with the input or the output.
+    ``on_progress(frames, rate)`` is called after each block with the input frames it held.
+    The result's ``warnings`` say how many samples were clipped where the output's sample
+    format cannot hold values beyond full scale.
     """
     source, output = Path(source), Path(output)
     if _same_file(output, source):
@@ -425,7 +447,7 @@ def enhance_file(source: str | Path, output: str | Path, model: nn.Module, *,
         raise AudioError(f"{output}: output is a folder")
     fmt = format_for(output)
     _attenuation_mix(attenuation_limit)
-    with _open_input(source) as reader, _eval_mode(model):
+    with open_audio(source) as reader, _eval_mode(model):
         if reader.frames == 0:
             raise AudioError(f"{source}: contains no audio samples")
         rate_in, channels = reader.samplerate, reader.channels
@@ -441,19 +463,19 @@ def enhance_file(source: str | Path, output: str | Path, model: nn.Module, *,
         try:
             created = _make_parents(output.parent)
         except OSError as exc:
-            raise AudioError(f"{output}: cannot create the output folder ({_one_line(exc)})") from None
+            raise AudioError(f"{output}: cannot create the output folder ({one_line(exc)})") from None
         tmp: Path | None = None
+        clipped = 0
         try:
             try:
                 fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part",
                                                 dir=str(output.parent))
                 os.close(fd)
                 tmp = Path(tmp_name)
-                writer = sf.SoundFile(str(tmp), "w", samplerate=rate_out, channels=channels,
+                writer = sf.SoundFile(sf_path(tmp), "w", samplerate=rate_out, channels=channels,
                                       subtype=subtype, format=fmt)
             except (OSError, sf.LibsndfileError, RuntimeError, ValueError) as exc:
-                message = _one_line(exc).replace(f"Error opening {str(tmp)!r}: ", "")
-                raise AudioError(f"{output}: cannot write ({message})") from None
+                raise AudioError(f"{output}: cannot write ({one_line(exc)})") from None
             with writer:
                 done = False
                 while not done:
@@ -461,20 +483,25 @@ def enhance_file(source: str | Path, output: str | Path, model: nn.Module, *,
                         block = reader.read(block_size, dtype="float32", always_2d=True)  # (n, C)
                     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
                         raise AudioError(f"{source}: read error after {pipe.samples_in / rate_in:.2f} s "
-                                         f"({_one_line(exc)})") from None
+                                         f"({one_line(exc)})") from None
                     done = block.shape[0] < block_size
-                    if not np.isfinite(block).all():
-                        raise AudioError(f"{source}: contains NaN or infinite samples "
-                                         f"(near {pipe.samples_in / rate_in:.2f} s)")
+                    bad = ~np.isfinite(block).all(axis=1)  # (n,)
+                    if bad.any():
+                        first = pipe.samples_in + int(np.argmax(bad))
+                        raise AudioError(f"{source}: contains NaN or infinite samples (the first at "
+                                         f"sample {first}, {first / rate_in:.3f} s)")
                     out = pipe.feed(block, last=done)  # (m, C)
                     if clip:
-                        out = np.clip(out, -1.0, 1.0)
+                        over = np.abs(out) > 1.0  # (m, C)
+                        if over.any():
+                            clipped += int(over.sum())
+                            out = np.clip(out, -1.0, 1.0)
                     try:
                         writer.write(out)
                     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-                        raise AudioError(f"{output}: write error ({_one_line(exc)})") from None
+                        raise AudioError(f"{output}: write error ({one_line(exc)})") from None
                     if on_progress is not None:
-                        on_progress(block.shape[0] / rate_in)
+                        on_progress(block.shape[0], rate_in)
             if pipe.samples_in == 0:
                 raise AudioError(f"{source}: contains no audio samples")
             publish(tmp, output)
@@ -488,7 +515,13 @@ def enhance_file(source: str | Path, output: str | Path, model: nn.Module, *,
                 with contextlib.suppress(OSError):
                     folder.rmdir()
             raise
-    return FileResult(source, output, None, pipe.samples_in / rate_in)
+    warnings = []
+    if clipped:
+        warnings.append(f"{output}: {clipped} {'sample' if clipped == 1 else 'samples'} above full scale "
+                        f"(0 dBFS) clipped, as {subtype} cannot hold them"
+                        + (" (the input is louder than 0 dBFS; a float WAV output keeps it)"
+                           if is_float_subtype(reader.subtype) else ""))
+    return FileResult(source, output, None, pipe.samples_in / rate_in, warnings=warnings)
 
 
 # ---- many files --------------------------------------------------------------------------------
@@ -540,6 +573,17 @@ def _is_folder_target(output: str) -> bool:
     return p.is_dir() or output.endswith(("/", os.sep)) or p.suffix == ""
 
 
+def _names_a_file(output: str) -> bool:
+    """An output with an audio extension (``out.wav``) that is not an existing folder names a file."""
+    p = Path(output)
+    return (p.suffix.lower().lstrip(".") in AUDIO_EXTENSIONS and not output.endswith(("/", os.sep))
+            and not p.is_dir())
+
+
+class EnhanceUsageError(ValueError):
+    """The inputs and the output cannot go together (e.g. several inputs into one file)."""
+
+
 def plan_jobs(inputs: Sequence[str | Path], output: str | Path | None = None) -> list[FileResult]:
     """Expand inputs (files, folders searched recursively, glob patterns) into (source, output) jobs.
 
@@ -547,12 +591,24 @@ def plan_jobs(inputs: Sequence[str | Path], output: str | Path | None = None) ->
     files already named ``*_enhanced.*`` are skipped). With one input file, ``output`` is
     the output file unless it is an existing folder, ends with ``/`` or has no extension;
     otherwise ``output`` is a folder, and files found in a folder (or by a glob) keep their
-    path relative to that folder (or to the glob's fixed prefix). Problems found here (no
-    such input, nothing matched, outputs colliding or naming an input) are returned as jobs
-    with ``error`` set.
+    path relative to that folder (or to the glob's fixed prefix). An ``output`` with an audio
+    extension always names a file: several inputs, a folder or a glob into it raise
+    :class:`EnhanceUsageError`, as does ``"-"`` (standard output is the command line's).
+    Problems of single files (no such input, nothing matched, outputs colliding or naming an
+    input) are returned as jobs with ``error`` set.
     """
     out_str = None if output is None else str(output)
     single = len(inputs) == 1 and Path(inputs[0]).is_file()
+    if out_str == "-":
+        raise EnhanceUsageError("-: standard output is written by the command line (gtcrn enhance IN "
+                                "-o -); pass a file or folder here")
+    many = len(inputs) > 1 or (not single and len(inputs) == 1
+                                and (Path(inputs[0]).is_dir() or _has_glob(str(inputs[0]))))
+    if out_str is not None and many and _names_a_file(out_str):
+        what = f"there are {len(inputs)} inputs" if len(inputs) > 1 else \
+            f"{inputs[0]} is {'a folder' if Path(inputs[0]).is_dir() else 'a pattern'}"
+        raise EnhanceUsageError(f"{out_str}: an output with an audio extension is one file, but {what}; "
+                                f"give an output folder (e.g. {Path(out_str).with_suffix('')}/)")
     out_folder = None
     if out_str is not None and not (single and not _is_folder_target(out_str)):
         out_folder = Path(out_str)
@@ -620,58 +676,110 @@ class BatchResult:
         return sum(r.error is not None for r in self.results)
 
     @property
+    def skipped(self) -> int:
+        return sum(r.skipped for r in self.results)
+
+    @property
+    def written(self) -> int:
+        return sum(r.error is None and not r.skipped for r in self.results)
+
+    @property
+    def seconds(self) -> float:
+        """Audio enhanced, in seconds."""
+        return sum(r.seconds for r in self.results)
+
+    @property
     def total(self) -> int:
         return len(self.results)
 
 
-def _duration(path: Path) -> float:
+def _duration_ms(path: Path) -> int:
+    """A file's duration in whole milliseconds (0 when it cannot be read: reported later)."""
     try:
-        info = sf.info(str(path))
-        return info.frames / info.samplerate if info.samplerate else 0.0
+        info = sf.info(sf_path(path))
+        return (info.frames * 1000 + info.samplerate // 2) // info.samplerate if info.samplerate else 0
     except Exception:  # unreadable files are reported when they are enhanced
-        return 0.0
+        return 0
+
+
+class _FileProgress:
+    """Advances a tqdm bar counted in milliseconds of audio for one file: never past the file's
+    share, and exactly to it at the end (so the bar ends at its total, 100 %)."""
+
+    def __init__(self, bar: Any, share_ms: int) -> None:
+        self.bar, self.share, self.frames, self.done = bar, share_ms, 0, 0
+
+    def __call__(self, frames: int, rate: int) -> None:
+        self.frames += frames
+        self._to(min(self.share, (self.frames * 1000 + rate // 2) // rate))
+
+    def _to(self, ms: int) -> None:
+        if ms > self.done:
+            self.bar.update(ms - self.done)
+            self.done = ms
+
+    def finish(self) -> None:
+        self._to(self.share)
 
 
 def enhance_paths(inputs: Sequence[str | Path], output: str | Path | None = None,
                   model: nn.Module | None = None, *, overwrite: bool = False,
-                  output_rate: int | None = None, attenuation_limit: float | None = None,
-                  plot: bool = False, progress: bool = False,
-                  report: Callable[[str], None] | None = None, chunk_frames: int = CHUNK_FRAMES,
+                  skip_existing: bool = False, output_rate: int | None = None,
+                  attenuation_limit: float | None = None, plot: bool = False,
+                  progress: bool | None = None, report: Callable[[str], None] | None = None,
+                  warn: Callable[[str], None] | None = None, chunk_frames: int = CHUNK_FRAMES,
                   block_size: int = BLOCK_SIZE) -> BatchResult:
     """Enhance files, folders and globs (see :func:`plan_jobs` for naming), one file at a time.
 
-    A failing file is reported through ``report(one line naming the file)`` and the
-    batch goes on. ``progress`` shows a tqdm bar (audio seconds, file count) on stderr.
+    A failing file is reported through ``report(one line naming the file)`` and the batch
+    goes on; warnings (clipped samples) go to ``warn``. ``skip_existing`` leaves every output
+    that exists as it is (outputs are renamed into place only when complete, so an existing
+    one is finished; the hidden ``.NAME.*.part`` files of an interrupted run are not outputs).
+    ``progress`` shows a tqdm bar (audio seconds, file count) on stderr; ``None``: when
+    stderr is a terminal. Raises :class:`EnhanceUsageError` when the output cannot take the
+    inputs.
     """
     from tqdm import tqdm
 
     model = default_model() if model is None else model
     _attenuation_mix(attenuation_limit)
     jobs = plan_jobs(inputs, output)
-    durations = [_duration(j.source) if j.error is None and j.source is not None else 0.0 for j in jobs]
+    if progress is None:
+        progress = sys.stderr.isatty()
+    shares = [_duration_ms(j.source) if j.error is None and j.source is not None else 0 for j in jobs]
     results: list[FileResult] = []
-    with tqdm(total=round(sum(durations), 2), unit="s", disable=not progress, file=sys.stderr,
-              dynamic_ncols=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s "
+
+    def say(callback: Callable[[str], None] | None, message: str) -> None:
+        if callback is not None:
+            with tqdm.external_write_mode(file=sys.stderr):
+                callback(message)
+
+    with tqdm(total=sum(shares), desc=f"file 1/{len(jobs)}", unit="s", unit_scale=0.001,
+              disable=not progress, file=sys.stderr,
+              dynamic_ncols=True, bar_format="{desc}{percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s "
               "[{elapsed}<{remaining}]") as bar:
-        for i, (job, seconds) in enumerate(zip(jobs, durations, strict=True)):
+        for i, (job, share) in enumerate(zip(jobs, shares, strict=True)):
             bar.set_description(f"file {i + 1}/{len(jobs)}")
-            start = bar.n
+            advance = _FileProgress(bar, share)
             result = job
-            if job.error is None:
+            if job.error is None and skip_existing and job.output is not None and job.output.is_file():
+                result = FileResult(job.source, job.output, skipped=True)
+            elif job.error is None:
                 assert job.source is not None and job.output is not None
                 try:
                     result = enhance_file(job.source, job.output, model, output_rate=output_rate,
                                           attenuation_limit=attenuation_limit, overwrite=overwrite,
                                           plot=plot, chunk_frames=chunk_frames, block_size=block_size,
-                                          on_progress=bar.update)
+                                          on_progress=advance)
                 except AudioError as exc:
-                    result = FileResult(job.source, job.output, _one_line(exc))
+                    result = FileResult(job.source, job.output, one_line(exc))
                 except Exception as exc:  # keep going over the other files
                     result = FileResult(job.source, job.output,
-                                        f"{job.source}: {type(exc).__name__}: {_one_line(exc)}")
-            bar.update(max(0.0, start + seconds - bar.n))
+                                        f"{job.source}: {type(exc).__name__}: {one_line(exc)}")
+            advance.finish()
             results.append(result)
-            if result.error is not None and report is not None:
-                with tqdm.external_write_mode(file=sys.stderr):
-                    report(result.error)
+            for message in result.warnings:
+                say(warn, message)
+            if result.error is not None:
+                say(report, result.error)
     return BatchResult(results)

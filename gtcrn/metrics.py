@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .audio import resample
+from .extras import install_hint
 
 PESQ_RATES: dict[str, int] = {"wb": 16000, "nb": 8000}
 # All keys compute_metrics can produce, in report order.
@@ -185,7 +186,7 @@ def dnsmos(audio: Any, sample_rate: int, required: bool = False) -> dict[str, fl
         if required:
             missing = [m for m in _DNSMOS_MODULES if importlib.util.find_spec(m) is None]
             raise MetricUnavailableError(
-                f"DNSMOS needs {', '.join(missing)}: pip install 'gtcrn[dnsmos]'")
+                f"DNSMOS needs {', '.join(missing)}: {install_hint('dnsmos')}")
         return None
     from speechmos import dnsmos as speechmos_dnsmos
 

@@ -33,7 +33,7 @@ from .modules import (
     _inference_ok,
     sfe_cl,
 )
-from .stft import istft, stft
+from .stft import N_FREQS, istft, stft
 
 FEATURES = 3  # magnitude, real, imaginary
 SFE_KERNEL = 3
@@ -42,6 +42,16 @@ SFE_KERNEL = 3
 def _strided(width: int) -> int:
     """Output width of a (1, 5) conv with stride 2 and padding 2."""
     return (width - 1) // 2 + 1
+
+
+def check_spectrum(spec: torch.Tensor) -> None:
+    """A ``ValueError`` naming the expected layout unless ``spec`` is (B, 257, T, 2): real/imag
+    STFT frames from :func:`gtcrn.stft.stft` (512-point FFT, 257 bins)."""
+    shape = tuple(spec.shape)
+    if len(shape) != 4 or shape[1] != N_FREQS or shape[3] != 2:
+        hint = " (add the batch axis: spec[None])" if len(shape) == 3 and shape[0] == N_FREQS else ""
+        raise ValueError(f"expected a spectrum of shape (B, {N_FREQS}, T, 2), real and imaginary parts from "
+                         f"gtcrn.stft.stft; got {shape}{hint}")
 
 
 def spectrum_features(spec: torch.Tensor) -> torch.Tensor:
@@ -106,6 +116,7 @@ class Encoder(nn.Module):
     def forward(self, spec: torch.Tensor, state: State | None = None
                 ) -> tuple[torch.Tensor, list[torch.Tensor], State]:
         """Returns (features (B, C, T, F/4), skips for the decoder, new state)."""
+        check_spectrum(spec)
         feat = self.erb.bm(spectrum_features(spec))  # (B, 3, T, F)
         front = self.sfe(feat)  # (B, 9, T, F)
         x = front
@@ -259,6 +270,7 @@ class GTCRN(nn.Module):
     def forward_stateful(self, spec: torch.Tensor, state: State | None
                          ) -> tuple[torch.Tensor, State]:
         """Enhance frames (B, 257, T, 2) given the state after the previous frames."""
+        check_spectrum(spec)
         if _inference_ok(self, spec) and not self._has_forward_hooks():
             return self._forward_inference(spec, state)
         enc_s, rnn_s, dec_s = self._split_state(state) if state is not None else (None, None, None)

@@ -69,8 +69,16 @@ MANIFEST_KEYS = (
 )
 KINDS = ("speech", "noise", "rir")
 
-#: Default location of the shared material (``../shared`` next to the repository).
-DEFAULT_SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
+#: Where the shared material is looked for by default, relative to the working directory
+#: (``../shared`` beside a checkout run from its root); never relative to the installed package.
+DEFAULT_SHARED_DIR = Path("..") / "shared"
+#: About how much ``apt-get download`` fetches for the Debian packages on a first run.
+DEBIAN_DOWNLOAD_GB = 1.6
+
+
+def default_shared_dir() -> Path:
+    """``../shared`` from the working directory, as an absolute path."""
+    return (Path.cwd() / DEFAULT_SHARED_DIR).resolve()
 
 #: Debian packages providing spoken voice (the voice/language folder gives the speaker).
 SPEECH_PACKAGES: tuple[str, ...] = (
@@ -1725,34 +1733,58 @@ def _summary(src: _Source) -> dict:
 
 def prepare_pool(
     out_dir: str | Path,
-    shared_dir: str | Path = DEFAULT_SHARED_DIR,
+    shared_dir: str | Path | None = None,
     debian_packages: bool = True,
     cache_dir: str | Path | None = None,
     seed: int = 0,
     progress: bool = True,
+    use_shared: bool = True,
 ) -> Path:
     """Build (or complete) the train/dev pool in ``out_dir``; return the manifest path.
 
-    ``shared_dir`` is the shared folder (its ``data/`` subfolder is used when present);
-    ``debian_packages`` adds the packages of :data:`SPEECH_PACKAGES` and :data:`NOISE_PACKAGES`
-    (downloaded with ``apt-get download``, cached in ``cache_dir``, default ``out_dir/.cache``);
-    ``seed`` fixes every split and the synthetic noise. Raises :class:`PrepareError`.
+    ``shared_dir`` is the shared folder (its ``data/`` subfolder is used when present; default
+    :func:`default_shared_dir`, ``../shared`` from the working directory); ``use_shared=False``
+    builds without it. ``debian_packages`` adds the packages of :data:`SPEECH_PACKAGES` and
+    :data:`NOISE_PACKAGES` (about :data:`DEBIAN_DOWNLOAD_GB` GB on a first run, downloaded with
+    ``apt-get download`` after their sizes are printed, cached in ``cache_dir``, default
+    ``out_dir/.cache``); ``seed`` fixes every split and the synthetic noise.
+
+    Raises :class:`PrepareError`, before any folder is created when the material is missing
+    (no shared folder, or nothing to take speech from).
     """
     log = _Log(progress)
     out_dir = Path(out_dir)
+    data_dir: Path | None = None
+    readme = Path(os.devnull)
+    if use_shared:
+        shared = Path(shared_dir) if shared_dir is not None else default_shared_dir()
+        if not shared.is_dir():
+            how = "pass its location with --shared PATH" + (
+                ", or --no-shared to build from the Debian packages alone" if debian_packages else "")
+            where = " (../shared from the working directory)" if shared_dir is None else ""
+            raise PrepareError(f"{shared}: no such folder{where}; the pool's speech, noise and room "
+                               f"responses come from the shared material: {how}")
+        data_dir = shared / "data" if (shared / "data").is_dir() else shared
+        readme = shared / "README.md" if (shared / "README.md").is_file() else data_dir.parent / "README.md"
+    if not debian_packages and (data_dir is None or not any(
+            (data_dir / d).is_dir() for d in (LIBRISPEECH_DIR, GCOMPRIS_DIR))):
+        raise PrepareError(f"no speech to build a pool from: {LIBRISPEECH_DIR} and {GCOMPRIS_DIR} are not "
+                           f"in {data_dir if data_dir is not None else 'the shared folder (not used)'}, "
+                           f"and the Debian packages are switched off")
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = Path(cache_dir) if cache_dir is not None else out_dir / ".cache"
     cache.mkdir(parents=True, exist_ok=True)
-    shared = Path(shared_dir)
-    data_dir = shared / "data" if (shared / "data").is_dir() else shared
-    readme = shared / "README.md" if (shared / "README.md").is_file() else data_dir.parent / "README.md"
 
     sources: list[_Source] = []
-    libri, libri_sexes = _librispeech_source(data_dir, readme, log)
-    sources.append(libri)
-    sources.append(_gcompris_source(data_dir, log))
-    sources.extend(_shared_noise_sources(data_dir, readme))
-    sources.extend(_rir_sources(data_dir))
+    if data_dir is not None:
+        libri, libri_sexes = _librispeech_source(data_dir, readme, log)
+        sources.append(libri)
+        sources.append(_gcompris_source(data_dir, log))
+        sources.extend(_shared_noise_sources(data_dir, readme))
+        sources.extend(_rir_sources(data_dir))
+    else:
+        libri, libri_sexes = _Source(LIBRISPEECH_SOURCE, "speech", excluded_reason="no shared folder"), {}
+        sources.append(libri)
     if debian_packages:
         rules = SPEECH_PACKAGES + NOISE_PACKAGES
         announce_downloads([PACKAGE_RULES[n].package or n for n in rules], cache)
@@ -1831,7 +1863,8 @@ def prepare_pool(
         raise PrepareError(f"internal error: output paths produced twice: {dupes[:5]}")
     if not any(r["kind"] == "speech" for r in rows):
         raise PrepareError(
-            f"no speech found (looked in {data_dir}{' and Debian packages' if debian_packages else ''})"
+            f"no speech found (looked in {data_dir or 'no shared folder'}"
+            f"{' and Debian packages' if debian_packages else ''})"
         )
     manifest = out_dir / MANIFEST_NAME
     _write_if_changed(

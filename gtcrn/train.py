@@ -42,6 +42,7 @@ import csv
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -346,7 +347,7 @@ def _csv_fields(metrics: list[str]) -> list[str]:
 class _Logger:
     """Rank-0 output: stdout + train.log, metrics.csv, optional TensorBoard."""
 
-    def __init__(self, run_dir: Path, enabled: bool, metrics: list[str], tensorboard: bool,
+    def __init__(self, run_dir: Path, enabled: bool, metrics: list[str], tensorboard: bool | None,
                  keep_epochs: int | None) -> None:
         self.enabled = enabled
         self.run_dir = run_dir
@@ -363,18 +364,24 @@ class _Logger:
             with open(self.csv_path, newline="", encoding="utf-8") as fh:
                 rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) <= keep_epochs]
             self._write_rows(rows, mode="w")
-        if tensorboard:
+        if tensorboard is not False:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tb = SummaryWriter(str(run_dir / "tensorboard"))
             except ImportError:
-                self.info("tensorboard is not installed; logging to metrics.csv only")
+                if tensorboard:  # asked for by name: say once why there are no event files
+                    self.info("train.tensorboard: tensorboard is not installed (pip install tensorboard); "
+                              "logging to metrics.csv only")
 
     def info(self, message: str) -> None:
+        """A line on stdout (above any progress bar, which is cleared and redrawn) and in train.log."""
         if not self.enabled:
             return
-        print(message, flush=True)
+        from tqdm import tqdm
+
+        with tqdm.external_write_mode(file=sys.stdout):
+            print(message, flush=True)
         self._log_fh.write(message + "\n")
         self._log_fh.flush()
 
@@ -534,8 +541,12 @@ def train(run_config: RunConfig, run_dir: str | Path, resume: bool = False,
     ``loss_fn`` defaults to ``gtcrn.losses.HybridLoss(run_config.loss)``.
     Returns a :class:`TrainResult` (``interrupted`` when stopped early).
     """
+    from .data import check_data_paths
+
     run_dir = Path(run_dir)
     cfg = run_config.train
+    check_data_paths(run_config.data)  # a bad path fails here, before the run folder exists
+    new_folder = not run_dir.exists()
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     dist = _Dist(cfg.device)
@@ -565,6 +576,14 @@ def train(run_config: RunConfig, run_dir: str | Path, resume: bool = False,
         if ckpt is None and cfg.init_from:
             init_ckpt = _read_init(cfg.init_from, run_config.model_config(), cfg.init_partial)
         return _run(run_config, run_dir, ckpt, dist, stop, logger, on_step, loss_fn, init_ckpt)
+    except Exception:
+        # A run that fails before its first checkpoint leaves no folder of its own behind.
+        if new_folder and dist.main and run_dir.is_dir() and not (run_dir / "last.pt").exists():
+            if logger is not None:
+                logger.close()
+                logger = None
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     finally:
         stop.restore()
         if logger is not None:
@@ -584,7 +603,9 @@ def _run(run_config: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None, dist
     seed_everything(cfg.seed)
     log.info(f"run {run_dir}: {'resuming' if ckpt else 'starting'} on {device}"
              f"{f' x {dist.world} processes' if dist.world > 1 else ''}")
-    data = build_run_data(run_config.data, cfg.seed, progress=dist.main and cfg.progress, log=log.info)
+    # Bars only where someone watches them: not into redirected logs (progress None = a terminal).
+    show_progress = dist.main and (sys.stderr.isatty() if cfg.progress is None else cfg.progress)
+    data = build_run_data(run_config.data, cfg.seed, progress=show_progress, log=log.info)
     log.info("data: " + ", ".join(f"{k}={v}" for k, v in data.summary.items()))
     sampler = EpochBatches(len(data.train), cfg.batch_size, cfg.seed, cfg.examples_per_epoch,
                            dist.rank, dist.world, data.weights)
@@ -683,11 +704,20 @@ def _run(run_config: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None, dist
         dist.barrier()
         return path
 
-    if ckpt is None and cfg.validate_before:
+    if ckpt is None and (cfg.validate_before or init is not None):
+        # The starting point, scored before step 1 (row epoch 0). Weights from init_from are a
+        # candidate like any epoch's: best.pt starts as them, so it is never worse than the start.
         dev = _validate_all(model, data.dev, loss_fn, cfg.dev_metrics, device, dist)
         log.row({"epoch": 0, "step": 0, **_dev_row(dev, cfg.dev_metrics),
                  "lr": optimizer.param_groups[0]["lr"], "hours_seen": 0.0})
-        log.info("untrained: " + _fmt_dev(dev, cfg.dev_metrics))
+        label = "untrained" if init is None else f"start (init_from {cfg.init_from})"
+        log.info(f"{label}: " + _fmt_dev(dev, cfg.dev_metrics))
+        if init is not None and _is_better(_score(dev, cfg.best_metric), None, cfg.best_metric):
+            best = {"metric": cfg.best_metric, "value": _score(dev, cfg.best_metric), "epoch": 0}
+            extra = checkpoint_extra("best", 0, 0, dev, False)
+            if dist.main:
+                save_checkpoint(model, run_dir / "best.pt", meta=extra.pop("meta"), **extra)
+            dist.barrier()
 
     session_steps, session_time = 0, 0.0
     interrupted = False
@@ -695,7 +725,7 @@ def _run(run_config: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None, dist
     last_dev: dict[str, Any] | None = None
     while not done_all and not interrupted:
         batches = sampler.batches(epoch, start_batch)
-        bar = _progress(dist.main and cfg.progress, steps_per_epoch, start_batch, epoch, cfg.epochs)
+        bar = _progress(show_progress, steps_per_epoch, start_batch, epoch, cfg.epochs)
         model.train()
         epoch_steps, epoch_time, t0 = 0, 0.0, time.perf_counter()
         batch = start_batch
@@ -784,8 +814,10 @@ def _run(run_config: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None, dist
     rate = session_steps * audio_per_step / session_time if session_time > 0 else 0.0
     hours = step * audio_per_step / 3600.0
     if not interrupted:
-        log.info(f"done: {step} steps, {epoch} epochs, {hours:.3f} h of audio seen, {rate:.1f} s of audio "
-                 f"trained per second; best {best['metric']} = {best['value']} (epoch {best['epoch']})")
+        best_text = "n/a" if best["value"] is None else f"{best['value']:.4f}"
+        log.info(f"done: {_count(step, 'step')}, {_count(epoch, 'epoch')}, {hours:.3f} h of audio seen, "
+                 f"{rate:.1f} s of audio trained per second; best {best['metric']} = {best_text} "
+                 f"(epoch {best['epoch']})")
     best_path = run_dir / "best.pt"
     return TrainResult(run_dir=run_dir, epoch=epoch, step=step, interrupted=interrupted, hours_seen=hours,
                        audio_per_second=rate, best=best, last_checkpoint=run_dir / "last.pt",
@@ -934,6 +966,10 @@ def _validate_all(model: nn.Module, dev: list, loss_fn: nn.Module, metrics: list
         out[k] = totals[i] / n if n > 0 else None
     out["dev_items"] = len(dev)
     return out
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _score(dev: dict[str, Any], metric: str) -> float | None:

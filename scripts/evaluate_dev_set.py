@@ -3,7 +3,7 @@ does, and print one table: per part, PESQ (wide-band; narrow-band at 8 kHz for t
 enhanced through `gtcrn enhance`'s resampling path), SI-SDR, STOI and the median speech gain.
 
     python scripts/evaluate_dev_set.py --devset data/devset --out eval/dev \\
-        --compare dns3=upstream:../shared/upstream-gtcrn/model_trained_on_dns3.tar shipped=preset:gtcrn-g32
+        --compare dns3=upstream:../shared/upstream-gtcrn/model_trained_on_dns3.tar shipped=gtcrn-g32
 
 Each part's per-file CSV, summary JSON and Markdown table go to OUT/<part>/ (as `gtcrn evaluate
 --out` writes them), the combined table to OUT/summary.md. --parts picks some parts only.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gtcrn.prepare import DEFAULT_SHARED_DIR, PrepareError, prepare_pool  # noqa: E402
+from gtcrn.prepare import PrepareError, prepare_pool  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,9 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--shared",
         type=Path,
-        default=DEFAULT_SHARED_DIR,
-        help=f"shared folder holding data/ (default: {DEFAULT_SHARED_DIR})",
+        default=None,
+        help="shared folder holding data/ (default: ../shared from the working directory)",
     )
+    parser.add_argument("--no-shared", action="store_true", help="build from the Debian packages alone")
     parser.add_argument("--no-debian", action="store_true", help="skip the Debian speech/noise packages")
     parser.add_argument(
         "--cache", type=Path, default=None, help="download/extract cache (default: OUT/.cache)"
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = prepare_pool(
             args.out,
             shared_dir=args.shared,
+            use_shared=not args.no_shared,
             debian_packages=not args.no_debian,
             cache_dir=args.cache,
             seed=args.seed,

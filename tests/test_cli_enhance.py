@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +19,7 @@ import soundfile as sf
 import torch
 
 import gtcrn
-from gtcrn import checkpoint, inference
+from gtcrn import checkpoint, extras, inference
 from gtcrn.cli import main
 from tests.helpers import make_model
 
@@ -36,7 +41,7 @@ def noise(shape, seed: int = 0, scale: float = 0.1) -> np.ndarray:
 
 def write(path: Path, x: np.ndarray, sr: int = 16000, subtype: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), x.T if x.ndim == 2 else x, sr, subtype=subtype)
+    sf.write(os.fsencode(path), x.T if x.ndim == 2 else x, sr, subtype=subtype)
     return path
 
 
@@ -60,7 +65,9 @@ def test_default_naming_beside_the_input(tmp_path, ckpt, model, capsys):
     with torch.inference_mode():
         ref = model.enhance_waveform(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(y, ref, atol=1e-5)
-    assert capsys.readouterr().err == ""  # quiet: no progress bar when stderr is not a terminal
+    # no progress bar when stderr is not a terminal: one summary line
+    assert re.fullmatch(r"gtcrn enhance: 1 file written, 0\.3 s of audio in \d+\.\d s\n",
+                        capsys.readouterr().err)
     # a second run refuses to overwrite, and does with --overwrite
     before = out.stat().st_mtime_ns
     assert main(["enhance", str(src), "--checkpoint", ckpt]) == 1
@@ -228,7 +235,8 @@ def test_bad_inputs_are_reported_one_line_each_and_the_batch_goes_on(tmp_path, c
     assert len(lines) == len(expected)
     for name, problem in expected.items():
         assert sum(f"{src / name}: {problem}" in line for line in lines) == 1, (name, lines)
-    assert err.strip().splitlines()[-1] == f"gtcrn enhance: {len(expected)} of 8 files failed"
+    assert re.fullmatch(rf"gtcrn enhance: 3 files written, 1\.5 s of audio in \d+\.\d s; {len(expected)} "
+                        r"of 8 files failed", err.strip().splitlines()[-1])
     assert files_under(out) == ["clipped.wav", "short.wav", "zeros.wav"]  # no partial or temp files
     short, _ = sf.read(str(out / "short.wav"))
     assert short.shape == (100,) and np.isfinite(short).all()
@@ -276,7 +284,7 @@ def test_no_model_installed_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys
     assert main(["enhance", str(src)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no pretrained model is installed" in err[0]
-    assert "--checkpoint" in err[0] and "--upstream" in err[0]
+    assert "--model PATH" in err[0] and "--model upstream:PATH" in err[0]
     assert files_under(tmp_path) == ["x.wav"]
     assert main(["enhance", str(src), "--checkpoint", str(tmp_path / "nope.pt")]) == 2
     assert "nope.pt: no such checkpoint file" in capsys.readouterr().err
@@ -302,8 +310,14 @@ def test_plot_writes_a_png_beside_the_output(tmp_path, ckpt, monkeypatch, capsys
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert files_under(tmp_path) == ["x.wav", "x_enhanced.png", "x_enhanced.wav"]
     monkeypatch.setattr(inference, "matplotlib_available", lambda: False)
+    # from this source checkout the hint is the editable install of the extra ...
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
     assert main(["enhance", str(src), "-o", str(tmp_path / "o.wav"), "--plot", "--checkpoint", ckpt]) == 2
-    assert "pip install 'gtcrn[plot]'" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip().endswith("--plot needs matplotlib: pip install -e '.[plot]'")
+    # ... and after `pip install gtcrn` the package's extra
+    monkeypatch.setattr(extras, "source_root", lambda: None)
+    assert main(["enhance", str(src), "-o", str(tmp_path / "o.wav"), "--plot", "--checkpoint", ckpt]) == 2
+    assert capsys.readouterr().err.strip().endswith("--plot needs matplotlib: pip install 'gtcrn[plot]'")
     assert not (tmp_path / "o.wav").exists()
 
 
@@ -316,7 +330,151 @@ def test_real_subprocess(tmp_path, ckpt):
                           str(tmp_path / "out"), "--checkpoint", ckpt, "--threads", "1"],
                          capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 1, run.stderr
-    assert run.stderr.splitlines() == [f"gtcrn enhance: error: {tmp_path / 'missing.wav'}: no such file "
-                                       "or folder", "gtcrn enhance: 1 of 2 files failed"]
+    lines = run.stderr.splitlines()
+    assert len(lines) == 2, run.stderr
+    assert lines[0] == f"gtcrn enhance: error: {tmp_path / 'missing.wav'}: no such file or folder"
+    assert re.fullmatch(r"gtcrn enhance: 1 file written, 0\.1 s of audio in \d+\.\d s; 1 of 2 files failed",
+                        lines[1])
     info = sf.info(str(tmp_path / "out" / "in.wav"))
     assert (info.samplerate, info.channels, info.frames, info.subtype) == (48000, 2, 6000, "PCM_16")
+
+
+# ---- what a new user meets --------------------------------------------------------------------------
+
+def test_a_name_that_is_not_utf8(tmp_path, ckpt, capsys):
+    name = os.fsdecode(b"caf\xe9.wav")  # Latin-1 bytes in a UTF-8 locale
+    write(tmp_path / name, noise(3000), 16000, "PCM_16")
+    assert main(["enhance", str(tmp_path / name), "--checkpoint", ckpt]) == 0
+    assert sorted(os.listdir(os.fsencode(tmp_path))) == [b"caf\xe9.wav", b"caf\xe9_enhanced.wav"]
+    info = sf.info(os.fsencode(tmp_path / os.fsdecode(b"caf\xe9_enhanced.wav")))
+    assert (info.frames, info.subtype) == (3000, "PCM_16")
+
+
+def test_truncated_empty_and_nan_inputs_say_exactly_what_is_wrong(tmp_path, ckpt, capsys):
+    src = tmp_path / "in"
+    write(src / "whole.wav", noise(32000), 16000, "PCM_16")
+    data = (src / "whole.wav").read_bytes()
+    (src / "half.wav").write_bytes(data[: len(data) // 2])  # head -c: the header still says 32000
+    held = (len(data) // 2 - (len(data) - 2 * 32000)) // 2
+    (src / "zero.wav").write_bytes(b"")
+    bad = noise(80000)
+    bad[70000] = np.nan
+    write(src / "nan.wav", bad, 16000, "FLOAT")
+    assert main(["enhance", str(src), "-o", str(tmp_path / "out"), "--checkpoint", ckpt]) == 1
+    lines = error_lines(capsys.readouterr().err)
+    assert lines == [
+        f"gtcrn enhance: error: {src / 'half.wav'}: truncated: header says 32000 frames, file holds {held}",
+        f"gtcrn enhance: error: {src / 'nan.wav'}: contains NaN or infinite samples (the first at sample "
+        "70000, 4.375 s)",
+        f"gtcrn enhance: error: {src / 'zero.wav'}: empty file (0 bytes)",
+    ]
+    assert files_under(tmp_path / "out") == ["whole.wav"]
+
+
+def test_float_input_above_full_scale_into_flac_warns_with_the_count(tmp_path, ckpt, capsys):
+    t = np.arange(16000) / 16000
+    loud = (1.6 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)  # +4 dBFS
+    src = write(tmp_path / "loud.wav", loud, 16000, "FLOAT")
+    assert main(["enhance", str(src), "-o", str(tmp_path / "float.wav"), "--checkpoint", ckpt]) == 0
+    y, _ = sf.read(str(tmp_path / "float.wav"), dtype="float32")  # a float output keeps everything
+    expected = int((np.abs(y) > 1.0).sum())
+    assert expected > 0
+    capsys.readouterr()
+    assert main(["enhance", str(src), "-o", str(tmp_path / "loud.flac"), "--checkpoint", ckpt]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (f"gtcrn enhance: warning: {tmp_path / 'loud.flac'}: {expected} samples above full "
+                      "scale (0 dBFS) clipped, as PCM_24 cannot hold them (the input is louder than 0 "
+                      "dBFS; a float WAV output keeps it)")
+    assert np.abs(sf.read(str(tmp_path / "loud.flac"))[0]).max() <= 1.0
+
+
+@pytest.mark.parametrize("sig,status,word", [(signal.SIGTERM, 143, "terminated"),
+                                             (signal.SIGINT, 130, "interrupted")])
+def test_a_signal_during_enhance_leaves_nothing_behind(tmp_path, ckpt, sig, status, word):
+    src = write(tmp_path / "long.wav", noise(16000 * 300), 16000, "FLOAT")  # 5 minutes
+    out = tmp_path / "out"
+    exe = shutil.which("gtcrn")
+    cmd = [exe] if exe else [sys.executable, "-m", "gtcrn.cli"]
+    proc = subprocess.Popen([*cmd, "enhance", str(src), "-o", str(out) + "/", "--checkpoint", ckpt],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.is_dir() and any(p.suffix == ".part" for p in out.iterdir())):
+            assert proc.poll() is None and time.monotonic() < deadline, "no partial output appeared"
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == status, err
+    assert err.strip().splitlines()[-1] == f"gtcrn enhance: {word}"
+    assert files_under(tmp_path) == ["long.wav"] and not out.exists()
+
+
+def test_skip_existing_resumes_a_batch(tmp_path, ckpt, capsys):
+    src = tmp_path / "in"
+    for name in ("a.wav", "b.wav", "c.wav"):
+        write(src / name, noise(3000, seed=len(name) + ord(name[0])))
+    out = tmp_path / "out"
+    assert main(["enhance", str(src), "-o", str(out), "--checkpoint", ckpt]) == 0
+    assert main(["enhance", str(src), "-o", str(out), "--checkpoint", ckpt]) == 1  # without it: refused
+    (out / "b.wav").unlink()
+    (out / ".b.wav.x1y2.part").write_bytes(b"half of a file")  # left by a killed run: not an output
+    kept = (out / "a.wav").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["enhance", str(src), "-o", str(out), "--skip-existing", "--checkpoint", ckpt]) == 0
+    assert re.fullmatch(r"gtcrn enhance: 1 file written, 0\.2 s of audio in \d+\.\d s; 2 skipped "
+                        r"\(output exists\)\n", capsys.readouterr().err)
+    assert (out / "a.wav").stat().st_mtime_ns == kept and sf.info(str(out / "b.wav")).frames == 3000
+    with pytest.raises(SystemExit, match="2"):  # argparse: not both
+        main(["enhance", str(src), "-o", str(out), "--skip-existing", "--overwrite", "--checkpoint", ckpt])
+
+
+def test_an_output_with_an_audio_extension_is_one_file(tmp_path, ckpt, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(Path("one.wav"), noise(3000))
+    write(Path("two.wav"), noise(3000, seed=1))
+    write(Path("d/three.wav"), noise(3000, seed=2))
+    for inputs in (["one.wav", "two.wav"], ["d"], ["*.wav"]):
+        assert main(["enhance", *inputs, "-o", "both.wav", "--checkpoint", ckpt]) == 2
+        line = capsys.readouterr().err.strip()
+        assert line.startswith("gtcrn enhance: error: both.wav: an output with an audio extension is one "
+                               "file, but ") and line.endswith("give an output folder (e.g. both/)")
+    assert files_under(tmp_path) == ["d/three.wav", "one.wav", "two.wav"]  # no folder named both.wav
+
+
+def test_output_dash_writes_wav_to_standard_output(tmp_path, ckpt, capsysbinary, model):
+    x = noise(5000)
+    src = write(tmp_path / "in.flac", x, 16000, "PCM_16")
+    assert main(["enhance", str(src), "-o", "-", "--checkpoint", ckpt]) == 0
+    captured = capsysbinary.readouterr()
+    y, sr = sf.read(io.BytesIO(captured.out), dtype="float32")
+    assert sr == 16000 and y.shape == (5000,) and captured.out[:4] == b"RIFF"
+    x16 = sf.read(str(src), dtype="float32")[0]
+    with torch.inference_mode():
+        ref = model.enhance_waveform(torch.from_numpy(x16)).numpy()
+    np.testing.assert_allclose(y, ref, atol=2 / 32768)  # PCM_16 kept
+    assert b"1 file written" in captured.err
+    assert files_under(tmp_path) == ["in.flac"]  # no folder named "-"
+    assert main(["enhance", str(src), str(src), "-o", "-", "--checkpoint", ckpt]) == 2
+    assert b"exactly one input file" in capsysbinary.readouterr().err
+
+
+def test_one_thread_by_default(tmp_path, ckpt, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    src = write(tmp_path / "x.wav", noise(3000))
+    assert main(["enhance", str(src), "--checkpoint", ckpt]) == 0
+    assert main(["enhance", str(src), "--checkpoint", ckpt, "--overwrite", "--threads", "3"]) == 0
+    assert calls == [1, 3]
+
+
+def test_the_progress_bar_ends_at_its_total_without_warnings(tmp_path, model, capsys):
+    write(tmp_path / "x.wav", noise(48064))  # 3.004 s: rounds below the exact duration
+    write(tmp_path / "y.wav", noise(7993), 22050)  # 0.3625 s
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # tqdm's "clamping frac to range [0, 1]" would raise
+        inference.enhance_paths([tmp_path / "x.wav", tmp_path / "y.wav"], tmp_path / "out", model,
+                                progress=True, block_size=4096)
+    final = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert re.fullmatch(r"file 2/2: 100%\|█+\| 3\.4/3\.4 s \[\d\d:\d\d<00:00\]", final), final

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from gtcrn.config import ConfigError, LossConfig, ModelConfig, from_dict, load_yaml, to_dict
+from gtcrn.config import ConfigError, LossConfig, ModelConfig, RunConfig, from_dict, load_yaml, to_dict
 
 
 def test_presets_differ_only_by_overrides():
@@ -63,3 +63,16 @@ def test_yaml_exponent_without_decimal_point_is_a_float(tmp_path):
     assert cfg.eps == 1e-5 and cfg.ri_weight == 25.0
     with pytest.raises(ConfigError, match="eps"):
         from_dict(LossConfig, {"eps": "small"})
+
+
+@pytest.mark.parametrize("text,where", [("train: [1,2\n", "line 2, column 1"),
+                                        ("a: 1\n  b: 2\n", "line 2, column 4"),
+                                        ("x: 'open\n", "line 2, column 1")])
+def test_malformed_yaml_names_the_file_line_and_column(tmp_path, text, where):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        RunConfig.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {where}: ") and "\n" not in message
+    assert message.count(str(path)) == 1

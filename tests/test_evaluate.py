@@ -164,21 +164,82 @@ def test_cli_compare_two_models(corpus: Path, tmp_path: Path, capsys: pytest.Cap
 
 
 def test_cli_errors_are_one_line(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    (tmp_path / "clean").mkdir()
-    rc = main(["evaluate", "--noisy", str(corpus / "noisy"), "--clean", str(tmp_path / "clean"),
-               "--no-dnsmos"])
-    assert rc == 2
-    err = capsys.readouterr().err
-    assert "no clean file for a.wav" in err and "relative path" in err
     assert main(["evaluate", "--noisy", str(tmp_path / "missing"), "--clean", str(tmp_path)]) == 2
     assert "no such folder" in capsys.readouterr().err
     assert main(["evaluate", "--noisy", str(corpus / "noisy"), "--no-dnsmos"]) == 2
     assert "only DNSMOS" in capsys.readouterr().err
 
 
+def test_missing_and_unreadable_pairs_are_reported_and_the_rest_scored(
+        corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    noisy, clean = tmp_path / "noisy", tmp_path / "clean"
+    for kind in (noisy, clean):
+        kind.mkdir()
+        shutil.copy(corpus / kind.name / "a.wav", kind / "a.wav")
+    shutil.copy(corpus / "noisy" / "b.wav", noisy / "b.wav")  # no clean b.wav
+    (noisy / "c.wav").write_text("not audio")  # unreadable
+    shutil.copy(corpus / "clean" / "b.wav", clean / "c.wav")
+    x = speech_like(1.0, seed=9)
+    write_audio(noisy / "d.wav", x, 16000)
+    write_audio(clean / "d.wav", x[:15600], 16000)  # 25 ms shorter than its noisy file
+    rc = main(["evaluate", "--model", str(corpus / "A.pt"), "--noisy", str(noisy), "--clean", str(clean),
+               "--out", str(tmp_path / "out"), "--no-dnsmos", "--fast"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1
+    assert err == [
+        f"gtcrn evaluate: error: {clean / 'b.wav'}: no clean file for b.wav (noisy and clean files are "
+        "paired by relative path)",
+        f"gtcrn evaluate: error: {noisy / 'c.wav'}: not a readable audio file (Format not recognised.)",
+        f"gtcrn evaluate: warning: {noisy / 'd.wav'}: 1.000 s long, its clean file {clean / 'd.wav'} "
+        "0.975 s; scored over the first 0.975 s",
+        "gtcrn evaluate: 2 of 4 files failed",
+    ]
+    _, rows = _read_csv(tmp_path / "out" / "per_file.csv")
+    assert [r["file"] for r in rows] == ["a.wav", "d.wav"]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [f["file"] for f in summary["failed"]] == ["b.wav", "c.wav"] and len(summary["warnings"]) == 1
+    # lengths within 10 ms are not worth a warning
+    write_audio(clean / "d.wav", x[:15900], 16000)
+    (noisy / "c.wav").unlink()
+    (noisy / "b.wav").unlink()
+    assert main(["evaluate", "--model", str(corpus / "A.pt"), "--noisy", str(noisy), "--clean", str(clean),
+                 "--no-dnsmos", "--fast"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def _si_sdr_cell(table: str, system: str) -> str:
+    row = next(line for line in table.splitlines() if line.startswith(f"| {system} |"))
+    return row.split("|")[4].strip()  # PESQ-WB, STOI, SI-SDR with --fast
+
+
+def test_the_shipped_model_is_the_default_and_a_preset_name_means_it_everywhere(
+        corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    if not pretrained_path("gtcrn-g32").is_file():
+        pytest.skip("no shipped weights in this install")
+    for kind in ("noisy", "clean"):
+        (tmp_path / kind).mkdir()
+        shutil.copy(corpus / kind / "a.wav", tmp_path / kind / "a.wav")
+    folders = ["--noisy", str(tmp_path / "noisy"), "--clean", str(tmp_path / "clean"), "--no-dnsmos",
+               "--fast"]
+    assert main(["evaluate", *folders]) == 0
+    default = capsys.readouterr().out
+    assert [line.split("|")[1].strip() for line in default.splitlines() if line.startswith("| ")][1:] == [
+        "noisy", "gtcrn-g32"]
+    expected = ev.evaluate({"x": gtcrn.load_model("gtcrn-g32")}, tmp_path / "noisy", tmp_path / "clean",
+                           use_dnsmos=False, fast=True)["systems"]["x"]["mean"]["si_sdr"]
+    assert _si_sdr_cell(default, "gtcrn-g32") == f"{expected:.2f}"
+    for spelling in (["--model", "gtcrn-g32"], ["--compare", "gtcrn-g32"], ["--compare", "preset:gtcrn-g32"]):
+        assert main(["evaluate", *spelling, *folders]) == 0
+        assert _si_sdr_cell(capsys.readouterr().out, "gtcrn-g32") == f"{expected:.2f}", spelling
+    # an untrained model is said so: its own spelling and label
+    assert main(["evaluate", "--model", "untrained:gtcrn-g32", *folders]) == 0
+    out = capsys.readouterr().out
+    assert "| untrained-gtcrn-g32 |" in out and "| gtcrn-g32 |" not in out
+
+
 def test_without_clean_needs_dnsmos(corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ev, "dnsmos_available", lambda: False)
-    with pytest.raises(ev.EvaluationError, match=r"only DNSMOS.*not installed.*gtcrn\[dnsmos\]"):
+    with pytest.raises(ev.EvaluationError, match=r"only DNSMOS.*not installed: pip install .*\[dnsmos\]"):
         ev.evaluate({}, corpus / "noisy")
     with pytest.raises(ev.EvaluationError, match="DNSMOS is not installed"):
         ev.evaluate({}, corpus / "noisy", corpus / "clean", use_dnsmos=True)

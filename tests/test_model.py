@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -177,3 +179,21 @@ def test_stft_istft_round_trip():
 
     x = torch.randn(2, 12345, dtype=torch.float64)
     torch.testing.assert_close(istft(stft(x), 12345), x, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(1, 256, 10, 2), (257, 10, 2), (1, 257, 10), (1, 10, 257, 2),
+                                   (2, 257, 10, 3)])
+@pytest.mark.parametrize("preset", ["gtcrn-g32", "gtcrn-official"])
+def test_a_wrong_spectrum_shape_names_the_expected_one(preset, shape):
+    model = gtcrn.GTCRN(gtcrn.ModelConfig.preset(preset))
+    for mode in (model.train, model.eval):  # the training path and the fused inference path
+        mode()
+        with pytest.raises(ValueError, match=r"expected a spectrum of shape \(B, 257, T, 2\).*got " +
+                           re.escape(str(shape))):
+            with torch.no_grad():
+                model(torch.zeros(shape))
+    with pytest.raises(ValueError, match=r"\(B, 257, T, 2\)"):
+        model.encoder(torch.zeros(shape))
+    if shape == (257, 10, 2):
+        with pytest.raises(ValueError, match=r"spec\[None\]"):
+            model(torch.zeros(shape))

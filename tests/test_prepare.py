@@ -453,7 +453,7 @@ def test_debian_package_path(tmp_path, monkeypatch):
     monkeypatch.setattr(prepare, "SYNTH_DEV_CLIPS_PER_TYPE", 0)
     monkeypatch.setattr(prepare, "SYNTH_CLIP_S", 2.0)
     out = tmp_path / "pool"
-    manifest = prepare_pool(out, shared_dir=tmp_path / "no-shared", cache_dir=cache, progress=False)
+    manifest = prepare_pool(out, use_shared=False, cache_dir=cache, progress=False)
     rows = [r for r in _rows(manifest) if r["kind"] == "speech"]
     assert {r["speaker"] for r in rows} == {"fake-alice", "fake-bob", "fake-dave"}  # carol: NC licence
     assert all(
@@ -774,7 +774,7 @@ def test_debian_zip_members_and_speech_screening(tmp_path, monkeypatch):
     monkeypatch.setattr(prepare, "package_download_size", lambda name: pytest.fail("nothing to download"))
     cache = tmp_path / "cache"
     out = tmp_path / "pool"
-    manifest = prepare_pool(out, shared_dir=tmp_path / "no-shared", cache_dir=cache, progress=False)
+    manifest = prepare_pool(out, use_shared=False, cache_dir=cache, progress=False)
     rows = _rows(manifest)
     root = cache / "pkgs/fake-game-data"
     assert (root / "usr/share/games/fake/public.zip").is_file()
@@ -797,5 +797,21 @@ def test_debian_zip_members_and_speech_screening(tmp_path, monkeypatch):
     # a second run: identical manifest, nothing re-extracted
     before = manifest.read_bytes()
     marker = (root / ".extracted").stat().st_mtime_ns
-    prepare_pool(out, shared_dir=tmp_path / "no-shared", cache_dir=cache, progress=False)
+    prepare_pool(out, use_shared=False, cache_dir=cache, progress=False)
     assert manifest.read_bytes() == before and (root / ".extracted").stat().st_mtime_ns == marker
+
+
+def test_the_shared_folder_is_found_from_the_working_directory_not_the_package(tmp_path, monkeypatch):
+    (tmp_path / "checkout").mkdir()
+    (tmp_path / "shared").mkdir()
+    monkeypatch.chdir(tmp_path / "checkout")
+    assert prepare.default_shared_dir() == tmp_path / "shared"
+    monkeypatch.chdir(tmp_path)  # ../shared from here: missing, and nothing is created
+    with pytest.raises(prepare.PrepareError, match=r"no such folder \(\.\./shared from the working dir"):
+        prepare_pool(tmp_path / "pool", debian_packages=False, progress=False)
+    assert not (tmp_path / "pool").exists()
+    with pytest.raises(prepare.PrepareError, match="no speech to build a pool from"):
+        prepare_pool(tmp_path / "pool", shared_dir=tmp_path / "shared", debian_packages=False, progress=False)
+    with pytest.raises(prepare.PrepareError, match="no speech to build a pool from"):
+        prepare_pool(tmp_path / "pool", use_shared=False, debian_packages=False, progress=False)
+    assert not (tmp_path / "pool").exists()

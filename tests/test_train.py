@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib.util
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -366,3 +368,75 @@ def test_teacher_feature_loss_is_zero_for_an_identical_student() -> None:
         assert float(teacher.feature_loss()) > 1e-3
     teacher.close()
     assert not any(m._forward_hooks for m in student.modules())
+
+
+# ---- fine-tuning, logs and the user's own folders ---------------------------------------------------
+
+def test_fine_tuning_start_competes_for_best_and_logs_are_plain(tiny_config, reference_run, tmp_path: Path,
+                                                                 capfd: pytest.CaptureFixture) -> None:
+    """init_from: the starting weights are scored before step 1 and are best.pt until an epoch
+    beats them; a run whose stderr is not a terminal shows no bars; metrics are rounded."""
+    cfg, _ = tiny_config
+    _, ref_dir = reference_run
+    source = ref_dir / "last.pt"
+    # A learning rate far too high: the one epoch is worse than where it started.
+    wild = dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, init_from=str(source), epochs=1, lr=0.5, warmup_steps=0, validate_before=False,
+        progress=None, tensorboard=None, log_every=2))
+    capfd.readouterr()
+    result = train(wild, tmp_path / "run")
+    out, err = capfd.readouterr()
+    rows = _rows(tmp_path / "run")
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert float(rows[1]["dev_pesq_wb"]) < float(rows[0]["dev_pesq_wb"])  # the premise
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    assert best["epoch"] == 0 and result.best["epoch"] == 0
+    assert all(torch.equal(v, _weights(source)[k]) for k, v in best["state_dict"].items())
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert f"start (init_from {source}): dev dev_loss " in log and "untrained" not in log
+    epoch_line = next(line for line in log.splitlines() if line.startswith("epoch 1/1"))
+    assert "(best)" not in epoch_line
+    assert re.search(rf"done: 4 steps, 1 epoch, .*; best pesq_wb = {float(rows[0]['dev_pesq_wb']):.4f} "
+                     r"\(epoch 0\)$", log, re.MULTILINE), log
+    # stderr is not a terminal here: no progress bars; tensorboard is not asked for: no word of it
+    assert err == "" and "tensorboard" not in out + log
+    assert "step 2 epoch 1 batch 2/4 loss" in out
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed")
+def test_tensorboard_missing_is_said_only_when_asked_for(tmp_path: Path, capsys) -> None:
+    from gtcrn.train import _Logger
+
+    for wanted, said in ((None, 0), (False, 0), (True, 1)):
+        logger = _Logger(tmp_path / str(wanted), True, ["pesq_wb"], wanted, None)
+        logger.close()
+        assert capsys.readouterr().out.count("tensorboard is not installed") == said
+
+
+def test_a_bad_data_folder_names_its_config_key_and_leaves_no_run_folder(tiny_config, tmp_path: Path,
+                                                                         capsys) -> None:
+    from gtcrn import cli
+    from gtcrn.data import DataError
+
+    cfg, _ = tiny_config
+    data = dataclasses.replace(cfg.data, manifest=None, speech_dirs=[str(tmp_path)],
+                               noise_dirs=[str(tmp_path / "noise")])
+    with pytest.raises(DataError, match=rf"^data\.noise_dirs\[0\]: {tmp_path / 'noise'}: no such folder$"):
+        train(dataclasses.replace(cfg, data=data), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "noise").mkdir()  # there, but without audio: fails while loading the data
+    with pytest.raises(DataError):
+        train(dataclasses.replace(cfg, data=data), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    path = tmp_path / "own.yaml"
+    path.write_text(yaml.safe_dump({"data": {"speech_dirs": ["nowhere/speech"], "noise_dirs": ["n"]}}))
+    assert cli.main(["train", "--config", str(path), "--run-dir", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == ("gtcrn train: error: data.speech_dirs[0]: nowhere/speech: "
+                                       "no such folder\n")
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_own_data_config_trains_on_folders() -> None:
+    cfg = RunConfig.load(ROOT / "configs" / "own-data.yaml")
+    assert cfg.data.speech_dirs and cfg.data.noise_dirs and cfg.data.manifest is None
+    assert cfg.train.init_from == "gtcrn-g32"  # fine-tunes the shipped model
