@@ -298,16 +298,16 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     from .checkpoint import pretrained_path
     from .inference import DEFAULT_MODEL, NoPretrainedModelError, default_model, matplotlib_available
 
+    shard = _shard(args, "enhance")
+    corpus = shard is not None or args.manifest is not None or args.batch_seconds is not None
+    if corpus:
+        _check_corpus_job(args)
     if args.output_rate is not None and args.output_rate < 1:
         raise CLIError(f"--output-rate must be a positive rate in Hz, got {args.output_rate}")
     if args.attenuation_limit is not None and not args.attenuation_limit >= 0:
         raise CLIError(f"--attenuation-limit must be >= 0 dB, got {args.attenuation_limit}")
     if args.plot and not matplotlib_available():
         raise CLIError(f"--plot needs matplotlib: {install_hint('plot')}")
-    shard = _shard(args, "enhance")
-    corpus = shard is not None or args.manifest is not None or args.batch_seconds is not None
-    if corpus:
-        _check_corpus_job(args)
     if args.output == "-":
         _check_stdout_job(args)
     device = args.device
