@@ -478,17 +478,22 @@ def enhance_streams(model: nn.Module, streams: Sequence[np.ndarray], max_frames:
     return found
 
 
-def plan_batches(sizes: Sequence[tuple[int, int]], keys: Sequence[str], budget: int) -> list[list[int]]:
+MIN_FILL = 0.8  # a file joins a batch when it is at least this fraction of the batch's longest
+
+
+def plan_batches(sizes: Sequence[tuple[int, int]], keys: Sequence[str], budget: int,
+                 min_fill: float = MIN_FILL) -> list[list[int]]:
     """Group files into batches of at most ``budget`` padded samples: ``sizes`` are (channels,
     samples at 16 kHz). Longest first (ties: by key); a batch takes the next files while its
-    rows times its longest length (+ the end padding) stay within the budget. Returns lists
-    of indices; a file alone in its list is better enhanced on its own."""
+    rows times its longest length (+ the end padding) stay within the budget and each is at
+    least ``min_fill`` as long as the longest (so padding is at most ``1 - min_fill`` of the
+    work). Returns lists of indices; a file alone in its list is better enhanced on its own."""
     order = sorted(range(len(sizes)), key=lambda i: (-sizes[i][1], keys[i]))
     groups: list[list[int]] = []
     rows = length = 0
     for i in order:
         channels, n = sizes[i]
-        if groups and (rows + channels) * length <= budget:
+        if groups and (rows + channels) * length <= budget and n + PAD >= min_fill * length:
             groups[-1].append(i)
             rows += channels
         else:

@@ -119,6 +119,7 @@ def test_batches_stay_within_their_budget_and_group_similar_lengths():
         rows = sum(sizes[i][0] for i in g)
         longest = max(sizes[i][1] for i in g) + corpus.PAD
         assert len(g) == 1 or rows * longest <= budget
+        assert min(sizes[i][1] for i in g) + corpus.PAD >= corpus.MIN_FILL * longest  # little padding
     assert [7] in groups  # longer than the budget: alone
     assert groups[1] == [1, 3]  # 9 s and 8 s together, longest first
 
@@ -131,7 +132,7 @@ def mixed(tmp_path) -> Path:
     src = tmp_path / "in"
     specs = [("a.wav", (1, 16000), 16000, "FLOAT"), ("b.flac", (2, 30001), 48000, "PCM_24"),
              ("sub/c.wav", (1, 5000), 8000, "FLOAT"), ("sub/d.wav", (1, 20000), 16000, "PCM_16"),
-             ("e.wav", (1, 200), 16000, "FLOAT"), ("f.wav", (3, 7000), 22050, "FLOAT"),
+             ("e.wav", (1, 200), 16000, "FLOAT"), ("f.wav", (3, 12000), 22050, "FLOAT"),
              ("long.wav", (1, 16000 * 12), 16000, "FLOAT")]
     for k, (name, shape, sr, subtype) in enumerate(specs):
         write(src / name, noise(shape, seed=k), sr, subtype)
@@ -254,3 +255,17 @@ def test_names_that_are_not_utf8_survive_the_manifest(tmp_path, model):
     assert run.written == 1
     _, records = corpus.read_manifest(manifest)
     assert records[0]["input"] == str(tmp_path / "in" / name) and Path(records[0]["output"]).is_file()
+
+
+def test_the_throughput_script_prints_its_table(capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "corpus_throughput.py"
+    spec = importlib.util.spec_from_file_location("corpus_throughput", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--files", "4", "--min-seconds", "0.5", "--max-seconds", "0.6",
+                        "--batch-seconds", "5", "--model", "untrained:gtcrn-g32"]) == 0
+    out = capsys.readouterr().out
+    assert "| file by file |" in out and "| batched, --batch-seconds 5 |" in out and "1.00x |" in out
+    assert "load average" in out and "largest difference" in out
