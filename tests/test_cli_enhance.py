@@ -619,8 +619,8 @@ def test_a_slurm_array_task_gives_the_shard(tmp_path, ckpt, monkeypatch, capsys)
 def test_batch_seconds_goes_on_past_a_bad_file_and_equals_file_by_file(tmp_path, ckpt, capsys):
     src = tmp_path / "in"
     for k in range(4):
-        write(src / f"{k}.wav", noise((2, 8000 + 1000 * k) if k % 2 else 8000 + 1000 * k, seed=k), 16000,
-              "FLOAT")
+        n = 8000 + 500 * k  # within 80% of each other: one batch
+        write(src / f"{k}.wav", noise((2, n) if k % 2 else n, seed=k), 16000, "FLOAT")
     (src / "bad.wav").write_bytes(b"RIFF")
     assert main(["enhance", str(src), "-o", str(tmp_path / "ref"), "--checkpoint", ckpt]) == 1
     capsys.readouterr()
