@@ -550,6 +550,25 @@ class CorpusResult(BatchResult):
     batched: int = 0  # files enhanced in batches
 
 
+def _batches(todo: Sequence[int], files: Sequence[FileResult], infos: Sequence[AudioInfo | None],
+             keys: Sequence[str], budget: int, overwrite: bool) -> tuple[list[list[int]], list[int]]:
+    """The jobs ``todo`` as batches of several files (:func:`plan_batches`) and files to enhance
+    on their own: those of unknown length, shorter than the STFT padding, longer than a batch,
+    alone in their batch, or whose output exists (enhancing them says so)."""
+    fits: list[int] = []
+    sizes: list[tuple[int, int]] = []
+    for i in todo:
+        info, output = infos[i], files[i].output
+        if (info is not None and PAD < info.frames16 and info.channels * (info.frames16 + PAD) <= budget
+                and output is not None and (overwrite or not output.exists())):
+            fits.append(i)
+            sizes.append((info.channels, info.frames16))
+    planned = plan_batches(sizes, [keys[i] for i in fits], budget)
+    groups = [[fits[k] for k in g] for g in planned if len(g) > 1]
+    batched = {i for g in groups for i in g}
+    return groups, [i for i in todo if i not in batched]
+
+
 def _remove_stale_parts(output: Path) -> None:
     """The hidden ``.NAME.*.part`` files that a killed run writing ``output`` left behind."""
     for target in (output, plot_path(output)):
@@ -694,35 +713,28 @@ def enhance_corpus(inputs: Sequence[str | Path], output: str | Path | None = Non
                                         f"{job.source}: {type(exc).__name__}: {one_line(exc)}")
                 finish(i, result, spent + time.perf_counter() - start, advance)
 
+            groups: list[list[int]] = []
             singles = list(todo)
             if batch_seconds is not None:
-                budget = int(batch_seconds * SAMPLE_RATE)
-                fits = [i for i in todo if infos[i] is not None and PAD < infos[i].frames16
-                        and infos[i].channels * (infos[i].frames16 + PAD) <= budget
-                        and (overwrite or not files[i].output.exists())]
-                groups = [[fits[k] for k in g] for g in plan_batches(
-                    [(infos[i].channels, infos[i].frames16) for i in fits], [keys[i] for i in fits], budget)]
-                singles = [i for i in todo if i not in set(fits)]
-                for group in groups:
-                    if len(group) == 1:
-                        singles.append(group[0])
-                        continue
-                    start = time.perf_counter()
-                    signals = {i: read16(files[i].source, block_size) for i in group}
-                    late = [i for i in group if signals[i] is None or signals[i].shape[1] <= PAD]
-                    ready = [i for i in group if i not in late]
-                    try:
-                        enhanced = enhance_streams(model, [signals[i] for i in ready], chunk_frames)
-                    except Exception as exc:  # e.g. out of GPU memory: file by file instead
-                        say(warn, f"a batch of {len(ready)} files failed ({type(exc).__name__}: "
-                                  f"{one_line(exc)}); enhancing them one by one")
-                        late, ready, enhanced = group, [], []
-                    spent = time.perf_counter() - start
-                    total = sum(s.size for s in enhanced) or 1
-                    for i, y in zip(ready, enhanced, strict=True):
-                        one(i, _Replay(y), spent * y.size / total)
-                    batched += len(ready)
-                    singles += late
+                groups, singles = _batches(todo, files, infos, keys, int(batch_seconds * SAMPLE_RATE),
+                                           overwrite)
+            for group in groups:
+                start = time.perf_counter()
+                signals = {i: read16(files[i].source, block_size) for i in group}
+                late = [i for i in group if signals[i] is None or signals[i].shape[1] <= PAD]
+                ready = [i for i in group if i not in late]
+                try:
+                    enhanced = enhance_streams(model, [signals[i] for i in ready], chunk_frames)
+                except Exception as exc:  # e.g. out of GPU memory: file by file instead
+                    say(warn, f"a batch of {len(ready)} files failed ({type(exc).__name__}: "
+                              f"{one_line(exc)}); enhancing them one by one")
+                    late, ready, enhanced = group, [], []
+                spent = time.perf_counter() - start
+                total = sum(s.size for s in enhanced) or 1
+                for i, y in zip(ready, enhanced, strict=True):
+                    one(i, _Replay(y), spent * y.size / total)
+                batched += sum(results[i].error is None for i in ready)
+                singles += late
             for i in sorted(singles, key=lambda i: keys[i]):
                 one(i)
     finally:
