@@ -186,6 +186,17 @@ _FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
 _HIGH_RESOLUTION = frozenset({"FLOAT", "DOUBLE", "PCM_32", "PCM_24"})
 
 
+SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile's sf_command for the PEAK chunk (sndfile.h)
+
+
+def without_peak_chunk(handle: sf.SoundFile) -> sf.SoundFile:
+    """Leave libsndfile's PEAK chunk out of a file just opened for writing (before its first
+    sample). The chunk stamps float WAV and AIFF files with the time of writing, so the same
+    audio written twice would not be the same bytes; without it, it is."""
+    sf._snd.sf_command(handle._file, SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)
+    return handle
+
+
 def _umask() -> int:
     """The process umask, read without changing it where the OS allows."""
     try:

@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from .checkpoint import SPEC_HELP, CheckpointError
 from .config import ConfigError
 from .extras import MissingExtraError, install_hint
+
+if TYPE_CHECKING:
+    from .inference import BatchResult
 
 UPSTREAM_RELEASE = "https://github.com/Xiaobin-Rong/gtcrn"
 DEFAULT_THREADS = 1
@@ -101,6 +107,38 @@ THREADS_HELP = (f"CPU threads for torch (default {DEFAULT_THREADS}: one per proc
                 f"when other work shares the CPU; run several processes for several files)")
 
 
+# ---- shards ------------------------------------------------------------------------------------
+
+def _shard_arg(text: str) -> tuple[int, int]:
+    """``I/N`` -> (I, N), 0 <= I < N."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r}: give I/N, shard I (from 0) of N, e.g. 0/4")
+    index, count = int(match.group(1)), int(match.group(2))
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"{text}: I must be in 0..N-1")
+    return index, count
+
+
+SHARD_HELP = ("process shard I of N (I from 0) of the sorted inputs, split by duration; default: "
+              "the launcher's (RANK/WORLD_SIZE under torchrun, SLURM_ARRAY_TASK_ID/"
+              "SLURM_ARRAY_TASK_COUNT in a SLURM job array); 0/1 processes everything")
+
+
+def _shard(args: argparse.Namespace, command: str) -> tuple[int, int] | None:
+    """The shard this process runs (None: everything); says so when it comes from a launcher."""
+    from .corpus import ShardError, resolve_shard
+
+    try:
+        shard, source = resolve_shard(args.shard, os.environ)
+    except ShardError as exc:
+        raise CLIError(str(exc)) from None
+    if shard is not None and source != "--shard":
+        print(f"gtcrn {command}: shard {shard[0]}/{shard[1]} from {source} (--shard 0/1 processes "
+              f"everything)", file=sys.stderr)
+    return shard
+
+
 # ---- info --------------------------------------------------------------------------------------
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
@@ -155,6 +193,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-audio", action="store_true",
                    help="also write the enhanced files under OUT/<model>/ (needs --out)")
     p.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
+    p.add_argument("--shard", type=_shard_arg, metavar="I/N",
+                   help=SHARD_HELP + ". Each shard writes its part to --out; gtcrn merge OUT makes the "
+                        "summary of all of them")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -163,6 +204,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.save_audio and not args.out:
         raise CLIError("--save-audio needs --out")
+    shard = _shard(args, "evaluate")
+    if shard is not None and not args.out:
+        raise CLIError(f"shard {shard[0]}/{shard[1]}: a sharded evaluation writes its part to --out; "
+                       f"give --out")
     _set_threads(args.threads)
     spec = _model_spec(args)
     specs = ([spec] if spec else [] if args.compare else [DEFAULT_MODEL]) + list(args.compare)
@@ -179,11 +224,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         summary = evaluate(models, args.noisy, args.clean, args.out,
                            metric_rate=None if args.native_rate else 16000, use_dnsmos=args.dnsmos,
                            fast=args.fast, save_audio=args.save_audio, progress=None, report=report,
-                           warn=warn)
+                           warn=warn, shard=shard)
     except EvaluationError as exc:
         raise CLIError(str(exc)) from None
+    if shard is not None:
+        print(f"shard {shard[0]}/{shard[1]}:")
     print(summary["markdown"], end="")
-    if args.out:
+    if shard is not None:
+        print(f"part written to {args.out}/ (per_file.part-{shard[0]}-of-{shard[1]}.csv, "
+              f"summary.part-{shard[0]}-of-{shard[1]}.json); when every shard has finished: "
+              f"gtcrn merge {args.out}")
+    elif args.out:
         print(f"results written to {args.out}/ (per_file.csv, summary.json, summary.md)")
     failed = len(summary["failed"])
     if failed:
@@ -226,6 +277,19 @@ def _add_enhance(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
     p.add_argument("--plot", action="store_true",
                    help="also write <output stem>.png with noisy/enhanced spectrograms (needs matplotlib)")
+    corpus = p.add_argument_group(
+        "large corpora", "A run with --shard (or under a launcher) or --manifest resumes: existing "
+                         "outputs are skipped unless --overwrite. See the README's 'Large corpora'.")
+    corpus.add_argument("--shard", type=_shard_arg, metavar="I/N", help=SHARD_HELP)
+    corpus.add_argument("--manifest", metavar="PATH",
+                        help="write the run manifest (JSON Lines: one line per input with its output, "
+                             "duration, status, error and seconds taken); a shard writes "
+                             "PATH's part <stem>.part-I-of-N.jsonl, gtcrn merge PATH joins them. "
+                             "Default for a sharded run into an output folder: OUT/manifest.jsonl")
+    corpus.add_argument("--batch-seconds", type=float, metavar="S",
+                        help="enhance files of similar length together, up to S seconds of 16 kHz "
+                             "audio per batch (e.g. 600 on a GPU); the output equals file-by-file "
+                             "enhancement to float rounding")
 
 
 def _cmd_enhance(args: argparse.Namespace) -> int:
@@ -234,6 +298,10 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     from .checkpoint import pretrained_path
     from .inference import DEFAULT_MODEL, NoPretrainedModelError, default_model, matplotlib_available
 
+    shard = _shard(args, "enhance")
+    corpus = shard is not None or args.manifest is not None or args.batch_seconds is not None
+    if corpus:
+        _check_corpus_job(args)
     if args.output_rate is not None and args.output_rate < 1:
         raise CLIError(f"--output-rate must be a positive rate in Hz, got {args.output_rate}")
     if args.attenuation_limit is not None and not args.attenuation_limit >= 0:
@@ -247,6 +315,10 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif device == "cuda" and not torch.cuda.is_available():
         raise CLIError("--device cuda: CUDA is not available")
+    if device == "cuda":
+        from .corpus import local_device
+
+        device = local_device(device, os.environ)  # one GPU per process under torchrun
     _set_threads(args.threads)
     spec = _model_spec(args)
     if spec is not None:
@@ -260,33 +332,82 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     model = model.to(device)
     if args.output == "-":
         return _enhance_to_stdout(args, model)
+    if corpus:
+        return _enhance_corpus(args, model, shard)
     return _enhance_batch(args, model, args.output)
 
 
-def _enhance_batch(args: argparse.Namespace, model, output) -> int:
-    from .inference import EnhanceUsageError, enhance_paths
+def _check_corpus_job(args: argparse.Namespace) -> None:
+    if args.output == "-":
+        raise CLIError("-o - writes one file to standard output: not with --shard, --manifest, "
+                       "--batch-seconds or under a launcher")
+    if args.batch_seconds is not None and not args.batch_seconds > 0:
+        raise CLIError(f"--batch-seconds must be positive, got {args.batch_seconds}")
+    if args.batch_seconds is not None and args.plot:
+        raise CLIError("--plot draws each file's own spectra: not with --batch-seconds")
 
-    def report(message: str) -> None:
-        print(f"gtcrn enhance: error: {message}", file=sys.stderr)
 
-    def warn(message: str) -> None:
-        print(f"gtcrn enhance: warning: {message}", file=sys.stderr)
+def _enhance_corpus(args: argparse.Namespace, model, shard: tuple[int, int] | None) -> int:
+    from pathlib import Path
 
+    from .corpus import MANIFEST_NAME, enhance_corpus
+    from .inference import EnhanceUsageError, _is_folder_target
+
+    manifest = args.manifest
+    if manifest is None and shard is not None and args.output and _is_folder_target(args.output):
+        manifest = str(Path(args.output) / MANIFEST_NAME)
+    resume = shard is not None or manifest is not None
     start = time.perf_counter()
     try:
-        batch = enhance_paths(args.inputs, output, model, overwrite=args.overwrite,
-                              skip_existing=args.skip_existing, output_rate=args.output_rate,
-                              attenuation_limit=args.attenuation_limit, plot=args.plot, progress=None,
-                              report=report, warn=warn)
+        result = enhance_corpus(args.inputs, args.output, model, shard=shard, manifest=manifest,
+                                batch_seconds=args.batch_seconds, overwrite=args.overwrite,
+                                skip_existing=args.skip_existing or (resume and not args.overwrite),
+                                output_rate=args.output_rate, attenuation_limit=args.attenuation_limit,
+                                plot=args.plot, progress=None, report=_reporter("enhance", "error"),
+                                warn=_reporter("enhance", "warning"))
     except EnhanceUsageError as exc:
         raise CLIError(str(exc)) from None
+    summary = _summary(result, start)
+    if shard is not None:
+        summary = f"shard {shard[0]}/{shard[1]}: {summary}"
+    if result.batched:
+        summary += f"; {result.batched} in batches"
+    if result.manifest is not None:
+        summary += f"; manifest {result.manifest}"
+    print(f"gtcrn enhance: {summary}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
+def _reporter(command: str, kind: str) -> Callable[[str], None]:
+    def say(message: str) -> None:
+        print(f"gtcrn {command}: {kind}: {message}", file=sys.stderr)
+
+    return say
+
+
+def _summary(batch: BatchResult, start: float) -> str:
+    """The summary line of an enhance run (without the 'gtcrn enhance: ')."""
     summary = (f"{_plural(batch.written, 'file')} written, {batch.seconds:.1f} s of audio in "
                f"{time.perf_counter() - start:.1f} s")
     if batch.skipped:
         summary += f"; {batch.skipped} skipped (output exists)"
     if batch.failed:
         summary += f"; {batch.failed} of {batch.total} files failed"
-    print(f"gtcrn enhance: {summary}", file=sys.stderr)
+    return summary
+
+
+def _enhance_batch(args: argparse.Namespace, model, output) -> int:
+    from .inference import EnhanceUsageError, enhance_paths
+
+    start = time.perf_counter()
+    try:
+        batch = enhance_paths(args.inputs, output, model, overwrite=args.overwrite,
+                              skip_existing=args.skip_existing, output_rate=args.output_rate,
+                              attenuation_limit=args.attenuation_limit, plot=args.plot, progress=None,
+                              report=_reporter("enhance", "error"), warn=_reporter("enhance", "warning"))
+    except EnhanceUsageError as exc:
+        raise CLIError(str(exc)) from None
+    print(f"gtcrn enhance: {_summary(batch, start)}", file=sys.stderr)
     return 1 if batch.failed else 0
 
 
@@ -530,6 +651,51 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- merge -------------------------------------------------------------------------------------
+
+def _add_merge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "merge", help="merge the parts that the shards of a run wrote",
+        description="Merge the parts of a sharded run, checking that they cover every input exactly "
+                    "once. PATH is the manifest of a gtcrn enhance run (its parts are "
+                    "<stem>.part-I-of-N.jsonl beside it; an output folder means OUT/manifest.jsonl, "
+                    "the default of a sharded run): the merged manifest is written to PATH. Or PATH "
+                    "is the --out folder of a sharded gtcrn evaluate: per_file.csv, summary.json and "
+                    "summary.md are written there, as by one unsharded run. Exit status: 0; 1 when a "
+                    "part is missing or incomplete, or an input failed; 2 on usage errors.")
+    p.add_argument("path", metavar="PATH", help="the manifest (or output folder) of a sharded "
+                                                "enhance run, or the --out folder of a sharded "
+                                                "evaluate")
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .corpus import MANIFEST_NAME, ManifestError, merge_manifest
+    from .evaluate import EvaluationError, has_parts, merge_evaluation
+
+    target = Path(args.path)
+    try:
+        if target.is_dir() and has_parts(target):
+            summary = merge_evaluation(target)
+            print(summary["markdown"], end="")
+            print(f"results written to {target}/ (per_file.csv, summary.json, summary.md)")
+            return 1 if summary["failed"] else 0
+        merged = merge_manifest(target / MANIFEST_NAME if target.is_dir() else target)
+    except (ManifestError, EvaluationError) as exc:
+        print(f"gtcrn merge: error: {exc}", file=sys.stderr)
+        return 1
+    failed = [r for r in merged.records if r.get("status") == "failed"]
+    for record in failed[:5]:
+        print(f"gtcrn merge: failed: {record.get('error') or record['input']}", file=sys.stderr)
+    if len(failed) > 5:
+        print(f"gtcrn merge: ... and {len(failed) - 5} more failed inputs", file=sys.stderr)
+    print(f"{merged.path}: {_plural(len(merged.records), 'input')} from {merged.shards} shards: "
+          f"{merged.count('written')} written, {merged.count('skipped')} skipped, "
+          f"{len(failed)} failed")
+    return 1 if failed else 0
+
+
 # ---- parser ------------------------------------------------------------------------------------
 
 def _version() -> str:
@@ -554,7 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = ["enhance", "info", "evaluate", "train", "export", "benchmark", "prepare"]
+COMMANDS = ["enhance", "info", "evaluate", "train", "export", "benchmark", "prepare", "merge"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

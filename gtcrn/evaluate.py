@@ -26,7 +26,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -219,7 +219,8 @@ def evaluate(models: Mapping[str, GTCRN], noisy_dir: str | Path, clean_dir: str 
              out_dir: str | Path | None = None, *, metric_rate: int | None = SAMPLE_RATE,
              use_dnsmos: bool | None = None, fast: bool = False, save_audio: bool = False,
              progress: bool | None = False, report: Callable[[str], None] | None = None,
-             warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+             warn: Callable[[str], None] | None = None, shard: tuple[int, int] | None = None
+             ) -> dict[str, Any]:
     """Score the noisy input and every model's output; return the summary dict.
 
     ``models`` maps labels to models (the label ``"noisy"`` is reserved). ``metric_rate``:
@@ -240,6 +241,12 @@ def evaluate(models: Mapping[str, GTCRN], noisy_dir: str | Path, clean_dir: str 
     "pesq_failures": n, "pesq_failed_files": [...]}}, "failed": [{"file", "error"}],
     "warnings": [str], "markdown": str}`` with ``"noisy"`` first; a PESQ failure is a file where
     PESQ-WB or PESQ-NB could not be computed.
+
+    ``shard``: ``(I, N)`` scores only shard I of N of the pairs (partitioned by duration, as
+    :func:`gtcrn.corpus.partition` does for ``gtcrn enhance``) and writes its part to
+    ``out_dir`` (required): ``per_file.part-I-of-N.csv`` and ``summary.part-I-of-N.json``, which
+    :func:`merge_evaluation` turns into the files of one unsharded run. The summary returned is
+    the shard's.
     """
     if NOISY in models:
         raise EvaluationError(f"the label {NOISY!r} is reserved for the unprocessed input")
@@ -252,6 +259,17 @@ def evaluate(models: Mapping[str, GTCRN], noisy_dir: str | Path, clean_dir: str 
             "without clean references only DNSMOS can be computed, and "
             + ("it was switched off" if available else f"it is not installed: {install_hint('dnsmos')}"))
     pairs = find_pairs(noisy_dir, clean_dir, strict=False)
+    corpus_pairs = len(pairs)
+    if shard is not None:
+        from .corpus import check_shard, partition, probe
+
+        if out_dir is None:
+            raise EvaluationError("a sharded evaluation writes its part to an output folder: give one")
+        shard = check_shard(shard)
+        infos = [probe(path) for _, path, _ in pairs]
+        mine = partition([rel for rel, _, _ in pairs], [i.weight if i else 0 for i in infos],
+                         shard[1])[shard[0]]
+        pairs = [pairs[i] for i in sorted(mine)]  # in find_pairs' order
     keys = ([k for k in METRIC_KEYS if not fast or k in FAST_KEYS] if clean_dir is not None else [])
     columns = keys + (list(DNSMOS_COLUMNS) if use_dnsmos else [])
     systems = [NOISY, *models]
@@ -262,6 +280,7 @@ def evaluate(models: Mapping[str, GTCRN], noisy_dir: str | Path, clean_dir: str 
     rows: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
     warnings: list[str] = []
+    warned: list[dict[str, str]] = []  # the warnings with their file, for a shard's part
     if progress is None:
         progress = sys.stderr.isatty()
     bar = tqdm(pairs, desc="evaluate", unit="file", disable=not progress, file=sys.stderr,
@@ -288,28 +307,44 @@ def evaluate(models: Mapping[str, GTCRN], noisy_dir: str | Path, clean_dir: str 
             continue
         if warning:
             warnings.append(warning)
+            warned.append({"file": rel, "warning": warning})
             say(warn, warning)
         rows.append(row)
     bar.close()
 
+    summary = summarize(rows, failed, warnings, columns, systems, noisy_dir=noisy_dir,
+                        clean_dir=clean_dir, metric_rate=metric_rate)
+    if out is not None and shard is None:
+        write_results(out, rows, summary)
+    elif out is not None and shard is not None:
+        write_part(out, shard, rows, summary, [rel for rel, _, _ in pairs], corpus_pairs, warned)
+    return summary
+
+
+def summarize(rows: Sequence[Mapping[str, Any]], failed: Sequence[Mapping[str, str]],
+              warnings: Sequence[str], columns: Sequence[str], systems: Sequence[str], *,
+              noisy_dir: str | Path, clean_dir: str | Path | None, metric_rate: int | None
+              ) -> dict[str, Any]:
+    """The summary dict of :func:`evaluate` from its per-file rows (in file order), the pairs
+    that could not be scored and the warnings: means and medians per system and metric, PESQ
+    failures, the Markdown table."""
+    keys = [c for c in columns if c not in DNSMOS_COLUMNS]
     summary: dict[str, Any] = {
         "noisy_dir": str(noisy_dir), "clean_dir": None if clean_dir is None else str(clean_dir),
-        "metric_rate": metric_rate, "num_files": len(rows), "metrics": columns, "systems": {},
-        "failed": failed, "warnings": warnings,
+        "metric_rate": metric_rate, "num_files": len(rows), "metrics": list(columns), "systems": {},
+        "failed": list(failed), "warnings": list(warnings),
     }
     for label in systems:
-        failed = [r["file"] for r in rows
-                  if any(k in keys and r.get(f"{label}/{k}") is None for k in ("pesq_wb", "pesq_nb"))]
+        pesq_failed = [r["file"] for r in rows
+                       if any(k in keys and r.get(f"{label}/{k}") is None for k in ("pesq_wb", "pesq_nb"))]
         summary["systems"][label] = {
             "mean": {c: _mean(r.get(f"{label}/{c}") for r in rows) for c in columns},
             "median": {c: _median(r.get(f"{label}/{c}") for r in rows) for c in columns},
             "count": {c: sum(r.get(f"{label}/{c}") is not None for r in rows) for c in columns},
-            "pesq_failures": len(failed),
-            "pesq_failed_files": failed,
+            "pesq_failures": len(pesq_failed),
+            "pesq_failed_files": pesq_failed,
         }
     summary["markdown"] = markdown_table(summary)
-    if out is not None:
-        write_results(out, rows, summary)
     return summary
 
 
@@ -377,14 +412,141 @@ def write_results(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], summar
     """Write ``per_file.csv``, ``summary.json`` and ``summary.md`` into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fields = ["file", "sample_rate", "duration_s"] + [
-        f"{label}/{c}" for label in summary["systems"] for c in summary["metrics"]]
+    fields = _fields(summary)
     csv_path, json_path, md_path = out / CSV_NAME, out / JSON_NAME, out / MARKDOWN_NAME
     _atomic_text(csv_path, _csv_text(fields, rows))
     data = {k: v for k, v in summary.items() if k != "markdown"}
     _atomic_text(json_path, json.dumps(data, indent=2) + "\n")
     _atomic_text(md_path, summary.get("markdown") or markdown_table(summary))
     return {"csv": csv_path, "json": json_path, "markdown": md_path}
+
+
+PART_KIND = "gtcrn evaluate part"
+
+
+def _part_names(shard: tuple[int, int]) -> tuple[str, str]:
+    index, count = shard
+    return f"per_file.part-{index}-of-{count}.csv", f"summary.part-{index}-of-{count}.json"
+
+
+def write_part(out_dir: str | Path, shard: tuple[int, int], rows: Sequence[Mapping[str, Any]],
+               summary: Mapping[str, Any], files: Sequence[str], corpus_pairs: int,
+               warnings: Sequence[Mapping[str, str]]) -> dict[str, Path]:
+    """Write shard ``I/N``'s part into ``out_dir``: ``per_file.part-I-of-N.csv`` (the rows, as
+    ``per_file.csv``) and ``summary.part-I-of-N.json`` (the shard's files, the pairs that could
+    not be scored, the warnings with their file, and what the merge checks them against)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_name, json_name = _part_names(shard)
+    _atomic_text(out / csv_name, _csv_text(_fields(summary), rows))
+    data = {"part": PART_KIND, "version": 1, "shard": shard[0], "shards": shard[1],
+            "corpus_pairs": corpus_pairs, "noisy_dir": summary["noisy_dir"],
+            "clean_dir": summary["clean_dir"], "metric_rate": summary["metric_rate"],
+            "metrics": list(summary["metrics"]), "systems": list(summary["systems"]),
+            "files": list(files), "failed": list(summary["failed"]), "warnings": list(warnings)}
+    _atomic_text(out / json_name, json.dumps(data, indent=2) + "\n")
+    return {"csv": out / csv_name, "json": out / json_name}
+
+
+def has_parts(out_dir: str | Path) -> bool:
+    """Whether ``out_dir`` holds parts of a sharded evaluation."""
+    return any(Path(out_dir).glob("summary.part-*-of-*.json"))
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """A per-file CSV back as rows: numbers as floats (the CSV holds their exact repr), an
+    empty cell as None."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            table = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise EvaluationError(f"{path}: cannot read ({one_line(exc)})") from None
+    rows = []
+    for line in table:
+        row: dict[str, Any] = {}
+        for key, text in line.items():
+            if key == "file":
+                row[key] = text
+            elif key == "sample_rate":
+                row[key] = int(text)
+            else:
+                row[key] = None if text == "" else float(text)
+        rows.append(row)
+    return rows
+
+
+def merge_evaluation(out_dir: str | Path) -> dict[str, Any]:
+    """Merge the parts that the shards of one evaluation wrote into ``out_dir`` into its
+    ``per_file.csv``, ``summary.json`` and ``summary.md``, the same as one unsharded run's;
+    return the summary.
+
+    Raises :class:`EvaluationError` when a shard's part is missing or incomplete, when the parts
+    disagree (another folder, other models or metrics) or when a pair is in two parts or in
+    none.
+    """
+    from .corpus import ManifestError, find_parts
+
+    out = Path(out_dir)
+    try:
+        parts = find_parts(list(out.glob("summary.part-*-of-*.json")), str(out))
+    except ManifestError as exc:
+        raise EvaluationError(str(exc)) from None
+    same = ("corpus_pairs", "noisy_dir", "clean_dir", "metric_rate", "metrics", "systems")
+    first: dict[str, Any] | None = None
+    owner: dict[str, Path] = {}
+    rows: list[dict[str, Any]] = []
+    failed: list[dict[str, str]] = []
+    warned: list[dict[str, str]] = []
+    for index in sorted(parts):
+        path = parts[index]
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise EvaluationError(f"{path}: cannot read ({one_line(exc)})") from None
+        if not isinstance(data, dict) or data.get("part") != PART_KIND or data.get("version") != 1:
+            raise EvaluationError(f"{path}: not a part of a gtcrn evaluation")
+        if (data.get("shard"), data.get("shards")) != (index, len(parts)):
+            raise EvaluationError(f"{path}: it says shard {data.get('shard')}/{data.get('shards')}")
+        if first is None:
+            first = data
+        else:
+            differ = [k for k in same if data.get(k) != first.get(k)]
+            if differ:
+                raise EvaluationError(f"{path}: {', '.join(differ)} differ from {parts[0]}'s; the "
+                                      f"shards must run the same evaluation")
+        for rel in data["files"]:
+            if rel in owner:
+                raise EvaluationError(f"{path}: {rel} is also in {owner[rel]}")
+            owner[rel] = path
+        part_rows = _read_rows(path.with_name(_part_names((index, len(parts)))[0]))
+        scored = [r["file"] for r in part_rows] + [f["file"] for f in data["failed"]]
+        if sorted(scored) != sorted(data["files"]):
+            raise EvaluationError(f"{path}: {len(scored)} of the shard's {len(data['files'])} pairs "
+                                  f"recorded, or not those; run shard {index}/{len(parts)} again")
+        rows += part_rows
+        failed += data["failed"]
+        warned += data["warnings"]
+    assert first is not None
+    if len(owner) != first["corpus_pairs"]:
+        raise EvaluationError(f"{out}: the parts hold {len(owner)} pairs, the evaluation has "
+                              f"{first['corpus_pairs']}")
+
+    def order(rel: str) -> tuple[str, ...]:
+        return PurePosixPath(rel).parts  # find_pairs' order
+
+    rows.sort(key=lambda r: order(r["file"]))
+    failed.sort(key=lambda f: order(f["file"]))
+    warned.sort(key=lambda w: order(w["file"]))
+    summary = summarize(rows, failed, [w["warning"] for w in warned], first["metrics"],
+                        first["systems"], noisy_dir=first["noisy_dir"], clean_dir=first["clean_dir"],
+                        metric_rate=first["metric_rate"])
+    write_results(out, rows, summary)
+    return summary
+
+
+def _fields(summary: Mapping[str, Any]) -> list[str]:
+    return ["file", "sample_rate", "duration_s"] + [
+        f"{label}/{c}" for label in summary["systems"] for c in summary["metrics"]]
 
 
 def _csv_text(fields: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
@@ -449,4 +611,5 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 
 __all__ = ["EvaluationError", "NOISY", "default_label", "enhance_signal", "evaluate", "evaluate_pairs",
-           "find_pairs", "load_model_spec", "markdown_table", "unique_labels", "write_results"]
+           "find_pairs", "has_parts", "load_model_spec", "markdown_table", "merge_evaluation",
+           "summarize", "unique_labels", "write_part", "write_results"]

@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import soundfile as sf
@@ -53,6 +53,7 @@ from .audio import (
     output_subtype,
     publish,
     sf_path,
+    without_peak_chunk,
 )
 from .extras import MissingExtraError, install_hint
 from .stft import HOP, N_FREQS, SAMPLE_RATE
@@ -140,24 +141,36 @@ class _Resampler:
         return y.reshape(-1, x.shape[1])  # (m, C)
 
 
+class Enhancer(Protocol):
+    """What :class:`EnhancePipeline` enhances the 16 kHz signal with: a
+    :class:`gtcrn.stream.Streamer`, or another object with its ``feed``/``flush``
+    ((C, n) float32 in, (C, m) out; e.g. :mod:`gtcrn.corpus` replays a batch's result)."""
+
+    def feed(self, samples: np.ndarray) -> np.ndarray: ...
+
+    def flush(self) -> np.ndarray: ...
+
+
 class EnhancePipeline:
     """Blocks (n, C) at ``rate_in`` -> enhanced blocks (m, C) at ``rate_out``, in bounded memory.
 
-    Resamples to 16 kHz (soxr stream), enhances with :class:`gtcrn.stream.Streamer`,
-    resamples to ``rate_out``, applies the attenuation limit against the input
-    resampled to ``rate_out``; ``flush()`` completes the output to exactly
-    ``output_length(samples fed, rate_in, rate_out)`` samples.
+    Resamples to 16 kHz (soxr stream), enhances with :class:`gtcrn.stream.Streamer`
+    (or ``enhancer``, see :class:`Enhancer`), resamples to ``rate_out``, applies the
+    attenuation limit against the input resampled to ``rate_out``; ``flush()``
+    completes the output to exactly ``output_length(samples fed, rate_in, rate_out)``
+    samples.
     """
 
     def __init__(self, model: nn.Module, channels: int, rate_in: int, rate_out: int | None = None,
                  attenuation_limit: float | None = None, chunk_frames: int = CHUNK_FRAMES,
-                 on_spectra: SpectraHook | None = None) -> None:
+                 on_spectra: SpectraHook | None = None, enhancer: Enhancer | None = None) -> None:
         rate_out = rate_in if rate_out is None else rate_out
         if rate_in <= 0 or rate_out <= 0:
             raise ValueError(f"sample rates must be positive, got {rate_in} -> {rate_out}")
         self.channels, self.rate_in, self.rate_out = channels, int(rate_in), int(rate_out)
         self.mix = _attenuation_mix(attenuation_limit)
-        self.enhancer = Streamer(model, max_frames=chunk_frames, on_spectra=on_spectra)
+        self.enhancer = enhancer if enhancer is not None else \
+            Streamer(model, max_frames=chunk_frames, on_spectra=on_spectra)
         self._down = _Resampler(self.rate_in, SAMPLE_RATE, channels)
         self._up = _Resampler(SAMPLE_RATE, self.rate_out, channels)
         self._noisy = _Resampler(self.rate_in, self.rate_out, channels) if self.mix is not None else None
@@ -422,8 +435,8 @@ class FileResult:
 def enhance_file(source: str | Path, output: str | Path, model: nn.Module, *,
                  output_rate: int | None = None, attenuation_limit: float | None = None,
                  overwrite: bool = False, plot: bool = False, chunk_frames: int = CHUNK_FRAMES,
-                 block_size: int = BLOCK_SIZE, on_progress: Callable[[int, int], None] | None = None
-                 ) -> FileResult:
+                 block_size: int = BLOCK_SIZE, on_progress: Callable[[int, int], None] | None = None,
+                 enhancer: Enhancer | None = None) -> FileResult:
     """Enhance one file to ``output`` block by block (memory independent of the file's length).
 
     The output keeps the input's channels, subtype (when its format can hold it, see
@@ -433,9 +446,12 @@ def enhance_file(source: str | Path, output: str | Path, model: nn.Module, *,
     (one line, naming the file) for every problem with the input or the output.
     ``on_progress(frames, rate)`` is called after each block with the input frames it held.
     The result's ``warnings`` say how many samples were clipped where the output's sample
-    format cannot hold values beyond full scale.
+    format cannot hold values beyond full scale. ``enhancer``: what enhances the 16 kHz
+    signal instead of a new :class:`gtcrn.stream.Streamer` of ``model`` (no ``plot`` then).
     """
     source, output = Path(source), Path(output)
+    if plot and enhancer is not None:
+        raise ValueError("plot draws the spectra of enhance_file's own streamer: no enhancer with it")
     if _same_file(output, source):
         raise AudioError(f"{source}: the output is the input file itself; refusing to overwrite it")
     png = plot_path(output) if plot else None
@@ -459,7 +475,7 @@ def enhance_file(source: str | Path, output: str | Path, model: nn.Module, *,
             expected = int(reader.frames * SAMPLE_RATE / rate_in) // HOP + 1
             spectra = SpectrogramAccumulator(expected)
         pipe = EnhancePipeline(model, channels, rate_in, rate_out, attenuation_limit, chunk_frames,
-                               spectra)
+                               spectra, enhancer=enhancer)
         try:
             created = _make_parents(output.parent)
         except OSError as exc:
@@ -472,8 +488,9 @@ def enhance_file(source: str | Path, output: str | Path, model: nn.Module, *,
                                                 dir=str(output.parent))
                 os.close(fd)
                 tmp = Path(tmp_name)
-                writer = sf.SoundFile(sf_path(tmp), "w", samplerate=rate_out, channels=channels,
-                                      subtype=subtype, format=fmt)
+                writer = without_peak_chunk(sf.SoundFile(  # the same audio, the same bytes
+                    sf_path(tmp), "w", samplerate=rate_out, channels=channels, subtype=subtype,
+                    format=fmt))
             except (OSError, sf.LibsndfileError, RuntimeError, ValueError) as exc:
                 raise AudioError(f"{output}: cannot write ({one_line(exc)})") from None
             with writer:

@@ -29,3 +29,15 @@ def upstream_dir() -> Path:
 def _seed_and_threads() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
+
+
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT",
+                      "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX", "SLURM_ARRAY_TASK_STEP")
+
+
+@pytest.fixture(autouse=True)
+def _not_under_a_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gtcrn enhance/evaluate take their shard from these: a suite started by torchrun or in a
+    SLURM array must not shard the tests' own runs."""
+    for name in LAUNCHER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)

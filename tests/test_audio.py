@@ -70,3 +70,17 @@ def test_a_name_that_is_not_utf8_reads_and_writes(tmp_path):
     audio, sr, subtype = read_audio(tmp_path / name)
     assert (audio.shape, sr, subtype) == ((1, 3000), 16000, "PCM_16")
     np.testing.assert_allclose(audio, x, atol=1 / 32768)
+
+
+def test_without_the_peak_chunk_a_float_file_holds_no_time_of_writing(tmp_path):
+    from gtcrn.audio import without_peak_chunk
+
+    x = np.linspace(-0.5, 0.5, 1000, dtype=np.float32)
+    for ext in ("wav", "aiff"):
+        stamped, plain = tmp_path / f"stamped.{ext}", tmp_path / f"plain.{ext}"
+        sf.write(str(stamped), x, 16000, subtype="FLOAT")
+        assert b"PEAK" in stamped.read_bytes()  # libsndfile's default: a PEAK chunk with a time stamp
+        with without_peak_chunk(sf.SoundFile(str(plain), "w", 16000, 1, subtype="FLOAT")) as fh:
+            fh.write(x)
+        assert b"PEAK" not in plain.read_bytes()
+        np.testing.assert_array_equal(sf.read(str(plain), dtype="float32")[0], x)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -478,3 +479,173 @@ def test_the_progress_bar_ends_at_its_total_without_warnings(tmp_path, model, ca
                                 progress=True, block_size=4096)
     final = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
     assert re.fullmatch(r"file 2/2: 100%\|█+\| 3\.4/3\.4 s \[\d\d:\d\d<00:00\]", final), final
+
+
+# ---- large corpora ----------------------------------------------------------------------------------
+
+def _cli() -> list[str]:
+    exe = shutil.which("gtcrn")
+    return [exe] if exe else [sys.executable, "-m", "gtcrn"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _outputs(folder: Path) -> dict[str, bytes]:
+    """Every audio output under ``folder`` by relative path (manifests left out)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
+            if p.is_file() and p.suffix != ".jsonl"}
+
+
+def _manifest_inputs(path: Path) -> list[str]:
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[0]["manifest"] == "gtcrn enhance"
+    return [r["input"] for r in lines[1:]]
+
+
+@pytest.fixture(scope="module")
+def shard_corpus(tmp_path_factory, ckpt) -> tuple[Path, Path]:
+    """A folder of files of several rates, channel counts, lengths and subtypes in sub-folders,
+    and its outputs from one ordinary process."""
+    root = tmp_path_factory.mktemp("corpus")
+    src = root / "in"
+    for k, (name, shape, sr, subtype) in enumerate([
+            ("a.wav", 16000, 16000, "PCM_16"), ("b.flac", (2, 24000), 48000, "PCM_24"),
+            ("x/c.wav", 8000, 8000, "FLOAT"), ("x/d.wav", 40000, 16000, "PCM_16"),
+            ("x/y/e.wav", (3, 9000), 22050, "FLOAT"), ("f.wav", 3000, 16000, "PCM_16"),
+            ("y/g.aiff", 20000, 44100, "PCM_16"), ("y/h.wav", 64000, 16000, "FLOAT")]):
+        write(src / name, noise(shape, seed=k), sr, subtype)
+    assert main(["enhance", str(src), "-o", str(root / "ref"), "--checkpoint", ckpt]) == 0
+    return src, root / "ref"
+
+
+def test_two_processes_with_shards_write_the_bytes_of_one_process(shard_corpus, tmp_path, ckpt):
+    src, ref = shard_corpus
+    out = tmp_path / "out"
+    procs = [subprocess.Popen([*_cli(), "enhance", str(src), "-o", str(out), "--checkpoint", ckpt,
+                               "--shard", f"{i}/2"], stderr=subprocess.PIPE, text=True, env=_env())
+             for i in range(2)]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    assert _outputs(out) == _outputs(ref)
+    # each shard wrote its own outputs and its own manifest part; together they are every input once
+    parts = [_manifest_inputs(out / f"manifest.part-{i}-of-2.jsonl") for i in range(2)]
+    assert parts[0] and parts[1] and not set(parts[0]) & set(parts[1])
+    for i, err in enumerate(errs):
+        assert re.fullmatch(rf"gtcrn enhance: shard {i}/2: {len(parts[i])} files? written, .* s; manifest "
+                            rf"{re.escape(str(out))}/manifest\.part-{i}-of-2\.jsonl\n", err)
+    run = subprocess.run([*_cli(), "merge", str(out)], capture_output=True, text=True, env=_env(),
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == f"{out / 'manifest.jsonl'}: 8 inputs from 2 shards: 8 written, 0 skipped, 0 failed\n"
+    inputs = sorted(str(p) for p in src.rglob("*") if p.is_file())
+    assert _manifest_inputs(out / "manifest.jsonl") == inputs
+
+
+def test_torchrun_with_two_processes_writes_the_bytes_of_one_process(shard_corpus, tmp_path, ckpt):
+    pytest.importorskip("torch.distributed.run")
+    src, ref = shard_corpus
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                          "2", "-m", "gtcrn", "enhance", str(src), "-o", str(out), "--checkpoint", ckpt],
+                         capture_output=True, text=True, env=_env(), timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for i in range(2):
+        assert f"gtcrn enhance: shard {i}/2 from RANK/WORLD_SIZE (--shard 0/1 processes everything)" \
+            in run.stderr
+    assert _outputs(out) == _outputs(ref)
+    assert main(["merge", str(out / "manifest.jsonl")]) == 0
+    assert _manifest_inputs(out / "manifest.jsonl") == sorted(str(p) for p in src.rglob("*") if p.is_file())
+
+
+def test_a_killed_run_resumes_with_the_same_outputs_and_does_not_redo_finished_files(tmp_path, ckpt):
+    src = tmp_path / "in"
+    for k, seconds in enumerate([1, 1, 30, 30, 30, 30]):
+        write(src / f"{k}.wav", noise(16000 * seconds, seed=k), 16000, "PCM_16")
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    assert main(["enhance", str(src), "-o", str(ref), "--checkpoint", ckpt]) == 0
+    command = [*_cli(), "enhance", str(src), "-o", str(out), "--checkpoint", ckpt, "--manifest",
+               str(tmp_path / "run.jsonl")]
+    proc = subprocess.Popen(command, stderr=subprocess.DEVNULL, env=_env())
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.is_dir() and len(list(out.glob("?.wav"))) >= 2 and list(out.glob(".*.part"))):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it was killed"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)  # no clean-up at all
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    finished = {p.name: p.stat() for p in out.glob("?.wav")}
+    assert 2 <= len(finished) < 6 and list(out.glob(".*.part"))  # a partial file is left
+    run = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert re.fullmatch(rf"gtcrn enhance: {6 - len(finished)} files? written, .*; {len(finished)} skipped "
+                        r"\(output exists\); manifest .*run\.jsonl\n", run.stderr)
+    for name, st in finished.items():  # not recomputed: the very same files
+        now = (out / name).stat()
+        assert (now.st_ino, now.st_mtime_ns) == (st.st_ino, st.st_mtime_ns)
+    assert _outputs(out) == _outputs(ref) and files_under(out) == files_under(ref)  # no .part left
+    lines = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
+    assert sorted(r["input"] for r in lines[1:]) == [str(src / f"{k}.wav") for k in range(6)]
+    # the files the killed run finished keep its lines: written, with the seconds they took then
+    assert all(r["status"] == "written" and r["seconds"] > 0 for r in lines[1:])
+
+
+def test_a_slurm_array_task_gives_the_shard(tmp_path, ckpt, monkeypatch, capsys):
+    src = tmp_path / "in"
+    for k in range(5):
+        write(src / f"{k}.wav", noise(3000 + 500 * k, seed=k))
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "11")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "10")  # --array=10-11
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
+    out = tmp_path / "out"
+    assert main(["enhance", str(src), "-o", str(out), "--checkpoint", ckpt]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == ("gtcrn enhance: shard 1/2 from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT "
+                      "(--shard 0/1 processes everything)")
+    mine = sorted(Path(p).name for p in _manifest_inputs(out / "manifest.part-1-of-2.jsonl"))
+    assert sorted(_outputs(out)) == mine and 0 < len(mine) < 5
+    # --shard 0/1 does it all (and resumes: the shard's outputs are kept)
+    assert main(["enhance", str(src), "-o", str(out), "--checkpoint", ckpt, "--shard", "0/1",
+                 "--skip-existing"]) == 0
+    assert sorted(_outputs(out)) == [f"{k}.wav" for k in range(5)]
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "12")  # not a task of this array
+    assert main(["enhance", str(src), "-o", str(out), "--checkpoint", ckpt]) == 2
+    assert "SLURM_ARRAY_TASK_ID=12 is not one of the 2 tasks" in capsys.readouterr().err
+
+
+def test_batch_seconds_goes_on_past_a_bad_file_and_equals_file_by_file(tmp_path, ckpt, capsys):
+    src = tmp_path / "in"
+    for k in range(4):
+        n = 8000 + 500 * k  # within 80% of each other: one batch
+        write(src / f"{k}.wav", noise((2, n) if k % 2 else n, seed=k), 16000, "FLOAT")
+    (src / "bad.wav").write_bytes(b"RIFF")
+    assert main(["enhance", str(src), "-o", str(tmp_path / "ref"), "--checkpoint", ckpt]) == 1
+    capsys.readouterr()
+    assert main(["enhance", str(src), "-o", str(tmp_path / "out"), "--checkpoint", ckpt,
+                 "--batch-seconds", "60"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"gtcrn enhance: error: {src / 'bad.wav'}: ")  # one line, and the rest goes on
+    assert len(err) == 2 and re.fullmatch(r"gtcrn enhance: 4 files written, .*; 1 of 5 files failed; "
+                                          r"4 in batches", err[1])
+    for k in range(4):
+        a = sf.read(str(tmp_path / "ref" / f"{k}.wav"), dtype="float32")[0]
+        b = sf.read(str(tmp_path / "out" / f"{k}.wav"), dtype="float32")[0]
+        np.testing.assert_allclose(b, a, atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--shard", "2/2"], "2/2: I must be in 0..N-1"), (["--shard", "1"], "give I/N"),
+    (["--batch-seconds", "0"], "--batch-seconds must be positive"),
+    (["--shard", "0/2", "-o", "-"], "-o - writes one file to standard output: not with --shard"),
+    (["--batch-seconds", "10", "--plot"], "--plot draws each file's own spectra: not with --batch-seconds")])
+def test_corpus_options_that_make_no_sense_are_one_line(tmp_path, ckpt, capsys, args, message):
+    src = write(tmp_path / "a.wav", noise(3000))
+    try:
+        status = main(["enhance", str(src), "--checkpoint", ckpt, *args])
+    except SystemExit as exc:  # argparse's own
+        status = exc.code
+    assert status == 2 and message in capsys.readouterr().err
+    assert files_under(tmp_path) == ["a.wav"]

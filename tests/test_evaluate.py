@@ -316,3 +316,48 @@ def test_dnsmos_without_clean(corpus: Path, tmp_path: Path) -> None:
         assert all(1.0 <= v <= 5.0 for v in summary["systems"][system]["mean"].values())
     fields, _ = _read_csv(tmp_path / "o" / "per_file.csv")
     assert "A/dnsmos_ovrl" in fields
+
+
+def test_shards_merge_into_the_summary_of_one_run_covering_every_pair_once(
+        corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    noisy, clean = tmp_path / "noisy", tmp_path / "clean"
+    shutil.copytree(corpus / "noisy", noisy)
+    shutil.copytree(corpus / "clean", clean)
+    (clean / "b.wav").unlink()  # a pair that cannot be scored
+    x = speech_like(1.0, seed=9)
+    write_audio(noisy / "d.wav", x, 16000)
+    write_audio(clean / "d.wav", x[:15600], 16000)  # a warning
+    common = ["--model", str(corpus / "A.pt"), "--noisy", str(noisy), "--clean", str(clean),
+              "--no-dnsmos", "--fast"]
+    assert main(["evaluate", *common, "--out", str(tmp_path / "one")]) == 1  # b.wav failed
+    capsys.readouterr()
+    out = tmp_path / "sharded"
+    for i in range(3):
+        main(["evaluate", *common, "--out", str(out), "--shard", f"{i}/3"])
+        printed = capsys.readouterr().out
+        assert printed.startswith(f"shard {i}/3:\n") and f"gtcrn merge {out}" in printed
+    assert not (out / "summary.json").exists()
+    parts = [json.loads((out / f"summary.part-{i}-of-3.json").read_text()) for i in range(3)]
+    assert sorted(f for p in parts for f in p["files"]) == sorted(rel for rel, _, _ in ev.find_pairs(noisy))
+    assert all(p["files"] for p in parts)  # 5 pairs over 3 shards, by duration
+    assert main(["merge", str(out)]) == 1  # merged; a pair failed
+    assert "results written to" in capsys.readouterr().out
+    for name in ("per_file.csv", "summary.json", "summary.md"):  # the same as one unsharded run
+        assert (out / name).read_text() == (tmp_path / "one" / name).read_text(), name
+    summary = json.loads((out / "summary.json").read_text())
+    _, rows = _read_csv(out / "per_file.csv")
+    covered = [r["file"] for r in rows] + [f["file"] for f in summary["failed"]]
+    assert sorted(covered) == sorted(rel for rel, _, _ in ev.find_pairs(noisy))  # each pair once
+
+    # a shard that did not finish, a missing shard, the shard's flag without --out
+    part_csv = out / "per_file.part-1-of-3.csv"
+    text = part_csv.read_text()
+    part_csv.write_text(text.splitlines(keepends=True)[0])
+    assert main(["merge", str(out)]) == 1
+    assert "run shard 1/3 again" in capsys.readouterr().err
+    part_csv.write_text(text)
+    (out / "summary.part-2-of-3.json").unlink()
+    assert main(["merge", str(out)]) == 1
+    assert "no part for shard(s) 2/3" in capsys.readouterr().err
+    assert main(["evaluate", *common, "--shard", "0/2"]) == 2
+    assert "give --out" in capsys.readouterr().err

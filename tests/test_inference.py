@@ -441,3 +441,12 @@ def test_peak_memory_does_not_grow_with_file_length(tmp_path):
     p_short, p_long = peak(short), peak(long)
     # the 40 s file holds 5.8 MB more float32 audio than the 10 s one: none of it may stay resident
     assert p_long < 1.25 * p_short + 200_000, (p_short, p_long)
+
+
+def test_a_float_output_is_the_same_bytes_whenever_it_is_written(tmp_path, model):
+    # libsndfile's PEAK chunk would stamp it with the time of writing: outputs of the same input
+    # written by two shards, or by a resumed run, would differ
+    src = write(tmp_path / "in.wav", noise(4000), 16000, "FLOAT")
+    enhance_file(src, tmp_path / "out.wav", model)
+    assert b"PEAK" not in (tmp_path / "out.wav").read_bytes()
+    assert sf.info(str(tmp_path / "out.wav")).subtype == "FLOAT"
