@@ -32,15 +32,20 @@ def read_epochs(run_dir: Path) -> list[dict]:
                 for row in csv.DictReader(fh)]
 
 
-def wall_hours(run_dir: Path) -> float:
-    """Training wall time of a run plus, through ``train.init_from``, of the runs it started from."""
+def wall_hours(run_dir: Path) -> tuple[float, list[str]]:
+    """Training wall time of a run plus, through ``train.init_from``, of the runs it started from
+    whose folders are still here; with the run folders counted (a source without its folder, such
+    as a kept checkpoint, ends the chain)."""
     hours = sum(e.get("epoch_seconds", 0.0) for e in read_epochs(run_dir)) / 3600
+    counted = [str(run_dir)]
     init = read_checkpoint(run_dir / "last.pt")["meta"].get("init")
     source = Path(init["source"]) if init else None
     parent = source.parent if source is not None else None
     if parent is not None and (parent / "metrics.csv").is_file() and (parent / "last.pt").is_file():
-        hours += wall_hours(parent)
-    return hours
+        more, runs = wall_hours(parent)
+        hours += more
+        counted += runs
+    return hours, counted
 
 
 def pool_summary(manifest: Path) -> dict:
@@ -70,22 +75,25 @@ def main() -> None:
     model = model_from_checkpoint(ckpt, str(args.run_dir / "best.pt"))
     epochs = read_epochs(args.run_dir)
     best_epoch = ckpt["meta"].get("epoch")
-    last = epochs[-1]
+    # The shipped weights are those of the best epoch, so its step and hours are the ones to count.
+    best = next((e for e in epochs if e["epoch"] == best_epoch), epochs[-1])
     # A run started from other weights (train.init_from) adds its source's steps and hours.
     init = ckpt["meta"].get("init") or {"steps": 0, "hours_seen": 0.0}
+    wall = wall_hours(args.run_dir)
     record = {
         "name": args.name,
         "run_config": ckpt["meta"].get("run_config"),
         "best_epoch": best_epoch,
         "best_step": ckpt["meta"].get("step"),
-        "steps_total": last["step"] + int(init["steps"]),
-        "hours_of_audio_seen": round(last["hours_seen"] + float(init["hours_seen"]), 3),
+        "steps_total": best["step"] + int(init["steps"]),
+        "hours_of_audio_seen": round(best["hours_seen"] + float(init["hours_seen"]), 3),
         "init_from": ckpt["meta"].get("init"),
-        "training_wall_hours": round(wall_hours(args.run_dir), 3),
+        "training_wall_hours": round(wall[0], 3),
+        "training_wall_hours_of_runs": wall[1],
         "hardware": f"{platform.machine()} CPU, 1 thread per run (2-core machine)",
         "torch": str(torch.__version__),
         "dev_metrics_per_epoch": epochs,
-        "dev_metrics_best": next((e for e in epochs if e["epoch"] == best_epoch), None),
+        "dev_metrics_best": best,
         "complexity": complexity(model),
         "data": pool_summary(args.manifest),
     }

@@ -21,10 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CLEAN = Path(__file__).parent / "data" / "espeak_clean.flac"  # espeak-ng speech, generated for the project
 
 # SI-SDR gain the shipped model must give on the fixed mixtures below (an untrained or broken
-# checkpoint gives -18 to -33 dB). White noise at 0 dB SNR carries the 5 dB requirement; the shipped
-# model (6,240 steps on 2 CPU cores) gives 5.8 dB there. Pink noise at 5 dB SNR is a harder extra
-# check: the shipped model gives 4.5 dB, so its bar is 4 dB (raise it when a longer-trained model ships).
-MIN_SI_SDR_GAIN_DB = {"white": 5.0, "pink": 4.0}
+# checkpoint gives -18 to -33 dB). The model shipped in session 7 (warm-started from the official
+# DNS3 weights, distilled, 9,120 steps) gives 8.2 dB on white noise at 0 dB SNR and 6.1 dB on pink
+# noise at 5 dB SNR; the model it replaced (6,240 steps from scratch) gave 5.8 and 4.5 dB, so these
+# bars fail on a return to it. Raise them when a better model ships.
+MIN_SI_SDR_GAIN_DB = {"white": 7.5, "pink": 5.5}
 
 
 def _mixture(kind: str, snr_db: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
