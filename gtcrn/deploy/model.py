@@ -1,0 +1,343 @@
+"""The deploy form of a GTCRN: standard layers computed once from a trained plain model.
+
+:func:`to_deploy` returns an eval-only module computing the plain model's function with fewer,
+cheaper operations: BatchNorm fused into the convolutions, PReLU with one slope as LeakyReLU, the
+front end (features, ERB analysis, SFE) as one matrix product, SFE folded into the first point
+conv of each GTConvBlock, the band stem and head as one matrix per group, stride-1 transposed
+convs as convs, the strided transposed convs in polyphase form, the two groups and two
+directions of the intra-frame GRNN as ONE GRU (the backward half reads the bins reversed), the
+grouped inter-frame GRNN as one block-diagonal GRU, TRA's mean folded into its GRU, and the ERB
+synthesis with the complex mask as matrix products. No caches, no hooks: the plain model is not
+referenced after the conversion. The same module runs in torch and exports to ONNX
+(:mod:`gtcrn.deploy.onnx`).
+
+``forward(spec, state) -> (enhanced, state)`` takes and returns the plain model's state dict
+(same names, shapes and order), so both forms continue each other's streams.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn.blocks import DPGRNN, BandStem, ConvBlock, GTConvBlock, SkipFusion, State
+from ..nn.model import GTCRN, Encoder
+from ..stft import N_FREQS
+from .fold import (
+    band_matrix,
+    bn_affine,
+    conv_weight,
+    from_bands,
+    gru_weights,
+    interleave,
+    merge_grus,
+    polyphase,
+    prelu_slope,
+    to_bands,
+)
+
+
+def _set(module: nn.Module, **tensors: torch.Tensor) -> nn.Module:
+    """Give ``module`` these parameters (copies, no gradient); returns it."""
+    for name, value in tensors.items():
+        setattr(module, name, nn.Parameter(value.detach().clone(), requires_grad=False))
+    return module
+
+
+def _conv(weight: torch.Tensor, bias: torch.Tensor, **kwargs: object) -> nn.Conv2d:
+    """A ``Conv2d`` with these weights (C_out, C_in / groups, kh, kw)."""
+    groups = int(kwargs.get("groups", 1))  # type: ignore[call-overload]
+    conv = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), **kwargs)
+    return _set(conv, weight=weight, bias=bias)
+
+
+def _folded(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Conv weight (C_out, ...) and bias followed by eval BatchNorm -> one weight and bias."""
+    scale, shift = bn_affine(bn)
+    bias = torch.zeros_like(scale) if bias is None else bias
+    return weight * scale.view(-1, *([1] * (weight.dim() - 1))), bias * scale + shift
+
+
+def _gru(weights: list[torch.Tensor]) -> nn.GRU:
+    """A one-layer, sequence-first ``nn.GRU`` with weights ``[w_ih, w_hh, b_ih, b_hh]``."""
+    gru = nn.GRU(weights[0].shape[1], weights[1].shape[1])
+    return _set(gru, **dict(zip(["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"], weights,
+                                strict=True)))
+
+
+def _act(act: nn.Module) -> nn.Module:
+    slope = prelu_slope(act)
+    return nn.LeakyReLU(slope) if slope is not None else copy.deepcopy(act)
+
+
+class FrontLayer(nn.Module):
+    """Spectrum (B, 257, T, 2) -> ERB features with SFE (B, 9, T, F): one matrix product."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__()
+        erb, k = encoder.erb, encoder.sfe.kernel_size
+        bm = erb.erb_fc.weight.new_zeros(N_FREQS, erb.num_bins)  # (257, F)
+        bm[:erb.low, :erb.low] = torch.eye(erb.low)
+        bm[erb.low:, erb.low:] = erb.erb_fc.weight.t()
+        m = bm.new_zeros(N_FREQS, k, erb.num_bins)  # (257, j, F): bin f + j - k // 2 of the ERB output
+        for j in range(k):
+            shift = j - k // 2
+            lo, hi = max(0, -shift), min(erb.num_bins, erb.num_bins - shift)
+            m[:, j, lo:hi] = bm[:, lo + shift:hi + shift]
+        self.kernel, self.bins = k, erb.num_bins
+        _set(self, matrix=m.reshape(N_FREQS, -1))
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        b, _, t, _ = spec.shape
+        mag = (spec.square().sum(-1, keepdim=True) + 1e-12).sqrt()  # (B, 257, T, 1)
+        feat = torch.cat([mag, spec], dim=-1).permute(0, 2, 3, 1)  # (B, T, 3, 257)
+        front = torch.matmul(feat, self.matrix)  # (B, T, 3, k F): column j F + f
+        return front.reshape(b, t, -1, self.bins).transpose(1, 2)  # (B, 3 k, T, F): channel c k + j
+
+
+class BandLayer(nn.Module):
+    """BandStem (conv + BN + activation) as one matrix product per group of bands."""
+
+    def __init__(self, stem: BandStem, width: int) -> None:
+        super().__init__()
+        g, cout = stem.conv.groups, stem.out_channels
+        mat, bias = band_matrix(stem.conv, stem.bands, width)  # (G, C_in F/G, C_out F/G), (G, 1, C_out F/G)
+        scale, shift = bn_affine(stem.bn)  # (bands C_out,): channel band * C_out + out
+        per_col = [v.view(g, -1, cout).transpose(1, 2).repeat_interleave(width // stem.bands, dim=2)
+                   .reshape(g, 1, -1) for v in (scale, shift)]  # (G, 1, C_out F/G) like the columns
+        self.groups, self.channels, self.act = g, cout, _act(stem.act)
+        _set(self, matrix=mat * per_col[0], bias=bias * per_col[0] + per_col[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.matmul(to_bands(x, self.groups), self.matrix) + self.bias  # (G, B T, C_out F/G)
+        return from_bands(self.act(y), x.shape[0], self.channels)  # (B, C_out, T, F)
+
+
+class ConvLayer(nn.Module):
+    """ConvBlock: BN folded into the conv; a strided transposed conv in polyphase form."""
+
+    def __init__(self, block: ConvBlock, width: int, name: str) -> None:
+        super().__init__()
+        conv, self.stride, self.pads = block.conv, 1, (0, 0)
+        self.out_w = block.out_width(width)
+        if isinstance(conv, nn.ConvTranspose2d) and conv.stride[1] > 1:
+            w, self.pads, _ = polyphase(conv, width)
+            self.stride = conv.stride[1]
+            b = torch.zeros(conv.out_channels) if conv.bias is None else conv.bias
+            w, b = _folded(w.view(-1, self.stride, *w.shape[1:]), b, block.bn)
+            same = self.pads[0] == self.pads[1]  # symmetric: the conv pads, no separate Pad
+            self.conv = _conv(w.flatten(0, 1), b.repeat_interleave(self.stride), groups=conv.groups,
+                              padding=(0, self.pads[0]) if same else 0)
+            self.pads = (0, 0) if same else self.pads
+        else:
+            pads = conv.padding if isinstance(conv, nn.Conv2d) else \
+                tuple(d * (k - 1) - p for d, k, p in zip(conv.dilation, conv.kernel_size, conv.padding,
+                                                         strict=True))
+            w, b = _folded(conv_weight(conv), conv.bias, block.bn)
+            self.conv = _conv(w, b, stride=conv.stride, padding=pads, dilation=conv.dilation,
+                              groups=conv.groups)
+        self.act = _act(block.act)
+
+    def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        y = self.act(self.conv(F.pad(x, self.pads) if any(self.pads) else x))  # (B, C_out s, T, M)
+        return (interleave(y, self.stride, self.out_w) if self.stride > 1 else y), {}
+
+
+class GTConvLayer(nn.Module):
+    """GTConvBlock: SFE + point conv 1 as one (1, 3) conv over the first half (zero weights on the
+    second), BN folded everywhere, TRA's mean over bins folded into its GRU, shuffle as a gather."""
+
+    def __init__(self, block: GTConvBlock, width: int, name: str) -> None:
+        super().__init__()
+        self.cache_key, self.tra_key, self.pad = f"{name}.cache", f"{name}.tra.h", block.pad_size
+        w1, b1 = _folded(conv_weight(block.point_conv1)[:, :, 0, 0], block.point_conv1.bias, block.point_bn1)
+        hid, half = w1.shape[0], w1.shape[1] // 3
+        w1 = torch.cat([w1.view(hid, half, 1, 3), w1.new_zeros(hid, half, 1, 3)], dim=1)  # (H, C, 1, 3)
+        self.conv1 = _conv(w1, b1, padding=(0, 1))
+        self.act1 = _act(block.point_act)
+        dconv = block.depth_conv
+        self.depth = _conv(*_folded(conv_weight(dconv), dconv.bias, block.depth_bn), padding=(0, 1),
+                           dilation=dconv.dilation, groups=hid)
+        self.act_d = _act(block.depth_act)
+        self.conv2 = _conv(*_folded(conv_weight(block.point_conv2), block.point_conv2.bias, block.point_bn2))
+        w_ih, *rest = gru_weights(block.tra.att_gru)
+        self.gru = _gru([w_ih / width, *rest])  # the GRU reads the mean energy over the bins
+        self.fc = copy.deepcopy(block.tra.att_fc)
+        order = torch.stack([torch.arange(half), 2 * half + torch.arange(half)], dim=1).flatten()
+        self.register_buffer("order", order, persistent=False)  # out[2i] = h[i], out[2i + 1] = x[half + i]
+
+    def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        h = self.act1(self.conv1(x))  # (B, H, T, W)
+        h = torch.cat([state[self.cache_key], h], dim=2)  # (B, H, pad + T, W)
+        cache = h[:, :, -self.pad:]  # (B, H, pad, W)
+        h = self.conv2(self.act_d(self.depth(h)))  # (B, C/2, T, W)
+        y, tra_h = self.gru(h.square().sum(-1).permute(2, 0, 1), state[self.tra_key])  # (T, B, 2C/2)
+        att = torch.sigmoid(self.fc(y)).permute(1, 2, 0).unsqueeze(-1)  # (B, C/2, T, 1)
+        out = torch.cat([h * att, x], dim=1).index_select(1, self.order)  # (B, C, T, W)
+        return out, {self.cache_key: cache, self.tra_key: tra_h}
+
+
+class DPGRNNLayer(nn.Module):
+    """DPGRNN on (B, T, W, C) (the model changes the layout once around the stack): the intra-frame
+    GRNN (2 groups x 2 directions) as one GRU over [x_f, x_(W-1-f)], the inter-frame GRNN as one."""
+
+    def __init__(self, block: DPGRNN, name: str) -> None:
+        super().__init__()
+        self.key = f"{name}.inter_rnn.h"
+        intra, inter = block.intra_rnn, block.inter_rnn
+        pair = (intra.rnn1, intra.rnn2)
+        fwd = merge_grus([gru_weights(r) for r in pair])
+        bwd = merge_grus([gru_weights(r, reverse=True) for r in pair])
+        self.intra_gru = _gru(merge_grus([fwd, bwd]))  # units [fwd g1, fwd g2, bwd g1, bwd g2]
+        # intra_fc reads torch's order [g1 fwd, g1 bwd, g2 fwd, g2 bwd] from [y_f, y_(W-1-f)]: forward
+        # units from the first copy, backward units from the reversed one.
+        w, hg = block.intra_fc.weight, intra.hidden_size // 2
+        zero = w.new_zeros(w.shape[0], 4 * hg)
+        w_fc = torch.cat([w[:, :hg], w[:, 2 * hg:3 * hg], zero, w[:, hg:2 * hg], w[:, 3 * hg:]], dim=1)
+        self.intra_fc = _set(nn.Linear(w_fc.shape[1], w.shape[0]), weight=w_fc, bias=block.intra_fc.bias)
+        self.inter_gru = _gru(merge_grus([gru_weights(r) for r in (inter.rnn1, inter.rnn2)]))
+        self.intra_ln, self.inter_fc, self.inter_ln = (copy.deepcopy(m) for m in
+                                                       (block.intra_ln, block.inter_fc, block.inter_ln))
+        self.register_buffer("reverse", torch.arange(block.width - 1, -1, -1), persistent=False)
+
+    def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        b, t, w, c = x.shape
+        xi = x.permute(2, 0, 1, 3).reshape(w, b * t, c)  # (W, B T, C)
+        y, _ = self.intra_gru(torch.cat([xi, xi.index_select(0, self.reverse)], dim=-1))  # (W, B T, C)
+        y = self.intra_fc(torch.cat([y, y.index_select(0, self.reverse)], dim=-1))  # (W, B T, C)
+        x = x + self.intra_ln(y.transpose(0, 1).reshape(b, t, w, c))  # (B, T, W, C)
+        y, h = self.inter_gru(x.transpose(0, 1).reshape(t, b * w, c), state[self.key])  # (T, B W, C)
+        x = x + self.inter_ln(self.inter_fc(y).reshape(t, b, w, c).transpose(0, 1))  # (B, T, W, C)
+        return x, {self.key: h}
+
+
+class FusionLayer(nn.Module):
+    """SkipFusion with BN folded into its 1x1 conv."""
+
+    def __init__(self, fusion: SkipFusion) -> None:
+        super().__init__()
+        self.conv = _conv(*_folded(fusion.conv.weight, fusion.conv.bias, fusion.bn))
+        self.act = _act(fusion.act)
+
+    def forward(self, deep: torch.Tensor, front: torch.Tensor) -> torch.Tensor:
+        b, c, t, f = front.shape
+        n = deep.shape[-1]
+        pooled = front.reshape(b, c, t, n, f // n).mean(dim=-1)  # (B, C_f, T, N)
+        return self.act(self.conv(torch.cat([deep, pooled], dim=1)))  # (B, C, T, N)
+
+
+class MaskLayer(nn.Module):
+    """ERB synthesis and the complex mask as matrix products: [re, im] x [mr, mi] is
+    [re, im, -im, re] * [mr, mr, mi, mi] summed in pairs."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__()
+        erb = encoder.erb
+        bs = erb.ierb_fc.weight.new_zeros(erb.num_bins, N_FREQS)  # (F, 257)
+        bs[:erb.low, :erb.low] = torch.eye(erb.low)
+        bs[erb.low:, erb.low:] = erb.ierb_fc.weight.t()
+        ones = bs.new_tensor
+        _set(self, synthesis=bs, spread=ones([[1.0, 0, 0, 1], [0, 1, -1, 0]]),
+             repeat=ones([[1.0, 1, 0, 0], [0, 0, 1, 1]]), pairs=ones([[1.0, 0], [0, 1], [1, 0], [0, 1]]))
+
+    def forward(self, mask: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
+        m = torch.matmul(mask, self.synthesis).transpose(1, 3)  # (B, 257, T, 2)
+        m = torch.matmul(m, self.repeat)  # (B, 257, T, 4): [mr, mr, mi, mi]
+        return torch.matmul(torch.matmul(spec, self.spread) * m, self.pairs)  # (B, 257, T, 2)
+
+
+# The deploy form of each layer type of the encoder and decoder stacks, chosen once by type.
+LAYERS: dict[type, type] = {ConvBlock: ConvLayer, GTConvBlock: GTConvLayer}
+
+
+def _stack(layers: nn.ModuleList, width: int, name: str) -> tuple[nn.ModuleList, int]:
+    out = []
+    for i, layer in enumerate(layers):
+        if type(layer) not in LAYERS:
+            raise TypeError(f"{name}.{i}: no deploy form for {type(layer).__name__}")
+        out.append(LAYERS[type(layer)](layer, width, f"{name}.{i}"))
+        width = layer.out_width(width)
+    return nn.ModuleList(out), width
+
+
+class DeployGTCRN(nn.Module):
+    """The deploy form of a :class:`gtcrn.nn.GTCRN` (see the module docstring)."""
+
+    def __init__(self, model: GTCRN) -> None:
+        super().__init__()
+        enc, dec = model.encoder, model.decoder
+        bins = model.config.num_bins
+        self.config = model.config
+        self.front = FrontLayer(enc)
+        self.stem = BandLayer(enc.stem, bins) if enc.stem is not None else None
+        self.encoder, width = _stack(enc.en_convs, bins, "encoder.en_convs")
+        self.fusion = FusionLayer(enc.fusion) if enc.fusion is not None else None
+        self.dpgrnn = nn.ModuleList([DPGRNNLayer(r, f"dpgrnn.{i}") for i, r in enumerate(model.dpgrnn)])
+        self.decoder, _ = _stack(dec.de_convs, width, "decoder.de_convs")
+        self.head = BandLayer(dec.head, bins) if dec.head is not None else None
+        self.mask = MaskLayer(enc)
+        # Where the batch sits in each state tensor (the first axis that grows with it).
+        one, two = model.init_state(1, "cpu"), model.init_state(2, "cpu")
+        self.state_shapes = {k: (list(v.shape), next(a for a in range(v.dim())
+                                                      if v.shape[a] != two[k].shape[a]))
+                             for k, v in one.items()}
+        p = next(model.parameters())
+        self.to(p.device, p.dtype).requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> DeployGTCRN:
+        if mode:
+            raise RuntimeError("a deploy model is for inference only; train the plain model")
+        return super().train(False)
+
+    def init_state(self, batch: int = 1, device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> State:
+        """Zero state, as the plain model's ``init_state``."""
+        p = self.mask.synthesis
+        state = {}
+        for key, (shape, axis) in self.state_shapes.items():
+            shape = shape[:axis] + [shape[axis] * batch] + shape[axis + 1:]
+            state[key] = torch.zeros(shape, device=device or p.device, dtype=dtype or p.dtype)
+        return state
+
+    def forward_stateful(self, spec: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        """Enhance frames (B, 257, T, 2) given the state after the previous frames."""
+        state = self.init_state(spec.shape[0]) if state is None else state
+        front = self.front(spec)  # (B, 9, T, F)
+        x, skips = front, []
+        if self.stem is not None:
+            x = self.stem(x)  # (B, C_s, T, F)
+            skips.append(x)
+        new_state: State = {}
+        for layer in self.encoder:
+            x, s = layer(x, state)  # F -> F/2 -> W bins, then W
+            new_state.update(s)
+            skips.append(x)
+        if self.fusion is not None:
+            x = skips[-1] = self.fusion(x, front)  # (B, C, T, W)
+        x = x.permute(0, 2, 3, 1)  # (B, T, W, C)
+        for rnn in self.dpgrnn:
+            x, s = rnn(x, state)
+            new_state.update(s)
+        x = x.permute(0, 3, 1, 2)  # (B, C, T, W)
+        for i, layer in enumerate(self.decoder):
+            x, s = layer(x + skips[-1 - i], state)  # W -> 2W -> F bins
+            new_state.update(s)
+        if self.head is not None:
+            x = self.head(x + skips[-1 - len(self.decoder)])  # (B, 2, T, F)
+        return self.mask(x, spec), new_state  # (B, 257, T, 2)
+
+    def forward(self, spec: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        return self.forward_stateful(spec, state)
+
+    def step(self, frame: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        return self.forward_stateful(frame, state)
+
+
+@torch.no_grad()
+def to_deploy(model: GTCRN) -> DeployGTCRN:
+    """The deploy form of ``model`` (its weights as they are now; eval-mode BatchNorm statistics)."""
+    return DeployGTCRN(model)
