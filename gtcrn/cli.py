@@ -22,7 +22,7 @@ class CLIError(Exception):
 def _model_from_args(args: argparse.Namespace):  # -> GTCRN
     """--checkpoint PATH | --upstream PATH | --config NAME_OR_YAML (untrained) -> model."""
     from .checkpoint import load_model, load_upstream
-    from .model import GTCRN
+    from .nn import GTCRN
 
     if getattr(args, "upstream", None):
         return load_upstream(args.upstream)
@@ -61,7 +61,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 def _cmd_info(args: argparse.Namespace) -> int:
     from .complexity import complexity
     from .config import PRESETS
-    from .model import GTCRN
+    from .nn import GTCRN
 
     model = _model_from_args(args)
     models = [(args.config or args.checkpoint or args.upstream, model)] if model is not None else [
@@ -158,6 +158,9 @@ def _add_enhance(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--upstream", metavar="PATH", help="an official GTCRN checkpoint")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where the model runs (auto: cuda when available)")
+    p.add_argument("--engine", choices=["auto", "onnx", "torch"], default="auto",
+                   help="what runs the model: onnxruntime or torch (auto: onnxruntime when installed "
+                        "and running on the CPU)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
     p.add_argument("--plot", action="store_true",
                    help="also write <output stem>.png with noisy/enhanced spectrograms (needs matplotlib)")
@@ -198,13 +201,21 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
             raise CLIError(f"no pretrained model is installed ({pretrained_path(DEFAULT_MODEL)} is "
                            f"missing); pass one with --checkpoint PATH or --upstream PATH") from None
     model = model.to(device)
+    if args.engine == "onnx" and device != "cpu":
+        raise CLIError("--engine onnx runs on the CPU; use --device cpu or --engine torch")
+    try:
+        from .deploy.engine import make_engine
+
+        engine = make_engine(model, args.engine)
+    except RuntimeError as exc:
+        raise CLIError(str(exc)) from None
 
     def report(message: str) -> None:
         print(f"gtcrn enhance: error: {message}", file=sys.stderr)
 
     batch = enhance_paths(args.inputs, args.output, model, overwrite=args.overwrite,
                           output_rate=args.output_rate, attenuation_limit=args.attenuation_limit,
-                          plot=args.plot, progress=sys.stderr.isatty(), report=report)
+                          plot=args.plot, progress=sys.stderr.isatty(), report=report, engine=engine)
     if batch.failed:
         print(f"gtcrn enhance: {batch.failed} of {batch.total} files failed", file=sys.stderr)
         return 1
@@ -272,7 +283,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export", help="export the streaming step to ONNX",
         description="Export one streaming step (STFT frame + state in, enhanced frame + new state out) "
-                    "to ONNX; see gtcrn.export and scripts/onnx_stream_example.py for a numpy + "
+                    "to ONNX, or with --chunk a graph over any number of frames (state in and out); "
+                    "see gtcrn.deploy.onnx and scripts/onnx_stream_example.py for a numpy + "
                     "onnxruntime streaming loop. Without a model option the shipped gtcrn-g32 is used.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", metavar="PATH", help="a gtcrn checkpoint file")
@@ -280,25 +292,25 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--upstream", metavar="PATH", help="an official GTCRN checkpoint")
     p.add_argument("-o", "--output", required=True, metavar="ONNX", help="output .onnx file")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    p.add_argument("--generic", action="store_true",
-                   help="trace model.step with torch.onnx instead of building the optimised graph")
+    p.add_argument("--chunk", action="store_true",
+                   help="export the chunk graph (spec (1, 257, T, 2) + state) instead of the step")
+    p.add_argument("--generic", action="store_true", help=argparse.SUPPRESS)  # no effect: one exporter now
     p.add_argument("--no-verify", action="store_true",
-                   help="skip the onnxruntime check against model.step (1e-4)")
+                   help="skip the onnxruntime check against the torch model (1e-4)")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .export import ExportError, export_onnx
+    from .deploy.onnx import ExportError, export_onnx
 
     model = _model_from_args(args)
     if model is None:
         model = load_model("gtcrn-g32")
     try:
-        path = export_onnx(model, args.output, opset=args.opset, optimize=not args.generic,
-                           verify=not args.no_verify)
+        path = export_onnx(model, args.output, opset=args.opset, verify=not args.no_verify, chunk=args.chunk)
     except (ExportError, OSError) as exc:
         raise CLIError(str(exc)) from None
-    print(f"{path}: streaming step exported (opset {args.opset})")
+    print(f"{path}: {'chunk graph' if args.chunk else 'streaming step'} exported (opset {args.opset})")
     return 0
 
 
@@ -319,8 +331,6 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--official-onnx", metavar="PATH",
                    help="the official streaming gtcrn.onnx (default: ../shared/upstream-gtcrn/gtcrn.onnx "
                         "when present)")
-    p.add_argument("--compare-generic", action="store_true",
-                   help="also time the generic torch.onnx export of each preset")
     p.add_argument("--train", action="store_true",
                    help="instead: training throughput (seconds of audio trained per second; fwd + bwd + "
                         "Adam on batch 16 x 4 s) on the CPU, and on the GPU when there is one")
@@ -359,7 +369,6 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         raise CLIError(f"--official-onnx: {official}: no such file")
     result = run_benchmark(presets, seconds=args.seconds, frames=args.frames,
                            memory_minutes=args.memory_minutes, official_onnx=official,
-                           compare_generic=args.compare_generic,
                            log=lambda msg: print(f"[benchmark] {msg}", file=sys.stderr, flush=True))
     print(format_markdown(result))
     return 0

@@ -289,6 +289,9 @@ class TrainConfig:
     amp: str = "auto"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # CPU threads per process; 0 = torch's default
+    # Train on the CPU with the fast forms of the slow modules (gtcrn.kernels: GRU scan, PReLU and
+    # depthwise backward, polyphase deconv, band stem and 1x1 convs as matmuls); same function.
+    cpu_kernels: bool = True
     validate_every: int = 1  # epochs
     validate_before: bool = False  # also score the untrained model (row epoch 0 of metrics.csv)
     dev_metrics: list[str] = field(default_factory=lambda: ["pesq_wb", "stoi", "si_sdr"])

@@ -34,7 +34,7 @@ import torch
 from .audio import read_audio, resample, write_audio
 from .checkpoint import CheckpointError, load_model, load_upstream
 from .metrics import METRIC_KEYS, compute_metrics, dnsmos, dnsmos_available
-from .model import GTCRN
+from .nn import GTCRN
 from .stft import SAMPLE_RATE
 
 NOISY = "noisy"

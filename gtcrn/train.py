@@ -64,7 +64,8 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import AMP_MODES, PRESETS, ConfigError, LossConfig, ModelConfig, RunConfig, TrainConfig
-from .model import GTCRN
+from .kernels import use_cpu_kernels
+from .nn import GTCRN
 from .stft import SAMPLE_RATE, istft, stft
 
 # Settings that may differ between a run and its resumption (everything else must match).
@@ -597,6 +598,8 @@ def _run(run_config: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None, dist
 
     seed_everything(cfg.seed)
     model: nn.Module = GTCRN(run_config.model_config()).to(device)
+    if cfg.cpu_kernels and device.type == "cpu":
+        use_cpu_kernels(model)
     custom_loss = loss_fn
     loss_fn = (loss_fn or _default_loss(run_config.loss)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
@@ -974,10 +977,11 @@ def _progress(enabled: bool, total: int, initial: int, epoch: int, epochs: int):
 
 def train_throughput(preset: str | ModelConfig = "gtcrn-g32", batch: int = 16, seconds: float = 4.0,
                      steps: int = 5, warmup: int = 2, device: str = "auto", threads: int | None = 2,
-                     amp: str = "auto") -> dict[str, Any]:
+                     amp: str = "auto", cpu_kernels: bool = True) -> dict[str, Any]:
     """Seconds of audio trained per second: forward + backward + Adam (+ the hybrid loss, STFT
     and iSTFT) on ``batch`` random x ``seconds`` s crops, timed over ``steps`` steps after
-    ``warmup``. ``threads`` sets torch's CPU threads (None leaves them)."""
+    ``warmup``. ``threads`` sets torch's CPU threads (None leaves them); ``cpu_kernels`` as
+    ``train.cpu_kernels``."""
     from .losses import HybridLoss
 
     if threads:
@@ -985,6 +989,8 @@ def train_throughput(preset: str | ModelConfig = "gtcrn-g32", batch: int = 16, s
     dev = select_device(device)
     config = ModelConfig.preset(preset) if isinstance(preset, str) else preset
     model = GTCRN(config).to(dev).train()
+    if cpu_kernels and dev.type == "cpu":
+        use_cpu_kernels(model)
     loss_fn = HybridLoss(LossConfig()).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler("cuda", enabled=False)

@@ -31,16 +31,6 @@ def make_model(preset: str = "gtcrn-g32", **overrides) -> gtcrn.GTCRN:
     return randomise_batchnorm(gtcrn.GTCRN(cfg)).eval()
 
 
-def make_plain(preset: str = "gtcrn-g32", **overrides) -> torch.nn.Module:
-    """:func:`make_model`'s model (same weights and statistics) as a :class:`gtcrn.nn.GTCRN`."""
-    from gtcrn.nn import GTCRN
-
-    old = make_model(preset, **overrides)
-    model = GTCRN(old.config).eval()
-    model.load_state_dict(old.state_dict(), strict=True)
-    return model
-
-
 def speech_like(seconds: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
     """A voiced, syllable-modulated harmonic signal that PESQ's VAD accepts as speech."""
     rng = np.random.default_rng(seed)

@@ -17,8 +17,7 @@ from gtcrn.deploy.model import (
 )
 from gtcrn.nn import DPGRNN, BandStem, ConvBlock, Encoder, GTConvBlock, SkipFusion, prefixed
 from gtcrn.nn.model import spectrum_features
-from tests.helpers import make_plain as make_model
-from tests.helpers import randomise_batchnorm
+from tests.helpers import make_model, randomise_batchnorm
 
 TOL = dict(atol=2e-5, rtol=1e-4)
 
@@ -46,7 +45,8 @@ def test_stack_layers_match_plain(name: str, frames: int) -> None:
     block = _eval(make())
     layer = (ConvLayer if isinstance(block, ConvBlock) else GTConvLayer)(block, width, "x")
     x = torch.randn(2, block.conv.in_channels if isinstance(block, ConvBlock) else 16, frames, width)
-    state = {k: 0.5 * torch.randn_like(v) for k, v in block.init_state(2, width, "cpu", torch.float32).items()}
+    zero = block.init_state(2, width, torch.device("cpu"), torch.float32)
+    state = {k: 0.5 * torch.randn_like(v) for k, v in zero.items()}
     with torch.no_grad():
         ref, ref_state = block(x, state)
         got, got_state = layer(x, prefixed("x", state))

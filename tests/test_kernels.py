@@ -10,7 +10,7 @@ from torch import nn
 
 from gtcrn import kernels
 from gtcrn.nn import GTCRN
-from tests.helpers import make_plain as make_model
+from tests.helpers import make_model
 
 
 def _run(model: nn.Module, spec: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict, dict]:

@@ -7,8 +7,7 @@ import torch
 
 from gtcrn.config import ModelConfig
 from gtcrn.nn import DPGRNN, GRNN, GTCRN, TRA, ConvBlock, GTConvBlock, prefixed, substate
-from tests.helpers import make_plain as make_model
-from tests.helpers import randomise_batchnorm
+from tests.helpers import make_model, randomise_batchnorm
 
 
 def test_state_is_named_by_the_module_that_owns_it() -> None:
@@ -79,21 +78,3 @@ def test_adding_an_encoder_layer_is_one_change() -> None:
         b, _ = model.forward_stateful(spec[:, :, 5:], s)
     torch.testing.assert_close(torch.cat([a, b], dim=2), whole, atol=1e-5, rtol=1e-5)
 
-
-@pytest.mark.parametrize("preset", ["gtcrn-g32", "gtcrn-official"])
-def test_plain_equals_the_previous_plain_modules(preset: str) -> None:
-    """Same weights, same function, same state tensors in the same order as gtcrn.model's
-    plain path (removed with the old forms)."""
-    from gtcrn.modules import fast_path
-    from tests.helpers import make_model as make_old
-
-    old = make_old(preset)
-    new = GTCRN(old.config).eval()
-    new.load_state_dict(old.state_dict())
-    spec = torch.randn(2, 257, 9, 2)
-    with torch.no_grad(), fast_path(False):
-        a, sa = old.forward_stateful(spec, None)
-    with torch.no_grad():
-        b, sb = new.forward_stateful(spec, None)
-    assert torch.equal(a, b) and len(sa) == len(sb)
-    assert all(torch.equal(x, y) for x, y in zip(sa, sb.values(), strict=True))

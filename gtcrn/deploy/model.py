@@ -286,7 +286,7 @@ class DeployGTCRN(nn.Module):
                                                       if v.shape[a] != two[k].shape[a]))
                              for k, v in one.items()}
         p = next(model.parameters())
-        self.to(p.device, p.dtype).requires_grad_(False).eval()
+        self.to(p.device, p.dtype).requires_grad_(False).eval()  # .to() also flattens GRUs for cuDNN
 
     def train(self, mode: bool = True) -> DeployGTCRN:
         if mode:
