@@ -27,6 +27,7 @@ import torch
 
 from .complexity import complexity
 from .config import ModelConfig
+from .engine import ort_session
 from .stft import N_FREQS, SAMPLE_RATE, stft
 
 BLOCK = 25  # frames per round-robin block when timing several sessions
@@ -99,7 +100,7 @@ def offline_rtf(model: torch.nn.Module, seconds: float, repeats: int = 2, engine
     """Best-of-``repeats`` processing time / audio duration of offline enhancement with ``engine``
     (the :class:`gtcrn.Streamer` of ``gtcrn.enhance``: the whole signal fed at once, run in chunks
     of 256 frames; the engine is built before the clock starts)."""
-    from .deploy.engine import make_engine
+    from .engine import make_engine
     from .stream import Streamer
 
     wav = speech_like_noise(seconds).numpy()
@@ -143,18 +144,6 @@ def torch_step_latency(model: torch.nn.Module, frames: int, warmup: int = 20) ->
     return Latency.of(times)
 
 
-def ort_session(path: str | Path) -> Any:
-    """onnxruntime session: 1 intra-op thread, sequential execution, all optimisations."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 class _OrtStepper:
     """Runs a streaming ONNX step model (first input: one STFT frame; the rest: caches that the
     outputs after the first give back, in order) and records per-call times.
@@ -172,7 +161,7 @@ class _OrtStepper:
     def __init__(self, path: str | Path, iobinding: bool = False) -> None:
         import onnxruntime as ort
 
-        self.session = ort_session(path)
+        self.session = ort_session(str(path))
         inputs = self.session.get_inputs()
         self.frame_name = inputs[0].name
         if list(inputs[0].shape) != [1, N_FREQS, 1, 2]:

@@ -204,7 +204,7 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
     if args.engine == "onnx" and device != "cpu":
         raise CLIError("--engine onnx runs on the CPU; use --device cpu or --engine torch")
     try:
-        from .deploy.engine import make_engine
+        from .engine import make_engine
 
         engine = make_engine(model, args.engine)
     except RuntimeError as exc:

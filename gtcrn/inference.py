@@ -2,7 +2,7 @@
 
 Three layers over :class:`gtcrn.stream.Streamer` (chunks of STFT frames with the
 model's explicit state, run by the engine chosen once by name, see
-:mod:`gtcrn.deploy.engine`; the output equals ``model.enhance_waveform`` of the
+:mod:`gtcrn.engine`; the output equals ``model.enhance_waveform`` of the
 whole signal to float rounding):
 
 * :class:`EnhancePipeline` adds streaming resampling (``soxr.ResampleStream``)
@@ -45,7 +45,7 @@ from torch import nn
 
 from . import checkpoint
 from .audio import AUDIO_EXTENSIONS, AudioError, format_for, is_float_subtype, output_subtype, publish
-from .deploy.engine import Engine, make_engine
+from .engine import Engine, make_engine
 from .stft import HOP, N_FREQS, SAMPLE_RATE
 from .stream import SpectraHook, Streamer
 
@@ -244,7 +244,7 @@ def enhance(audio: ArrayLike, sample_rate: int, model: nn.Module | None = None,
     arrays are treated as PCM and clipped on the way back). Each channel is enhanced
     independently. ``model=None`` uses the shipped default model (:func:`default_model`,
     cached, with its engines). ``attenuation_limit`` (dB): see the module docstring. ``engine``:
-    ``"auto"``, ``"onnx"``, ``"torch"`` or an engine object (:mod:`gtcrn.deploy.engine`). Not
+    ``"auto"``, ``"onnx"``, ``"torch"`` or an engine object (:mod:`gtcrn.engine`). Not
     differentiable.
     """
     if isinstance(sample_rate, bool) or int(sample_rate) != sample_rate or sample_rate <= 0:
@@ -434,7 +434,7 @@ def enhance_file(source: str | Path, output: str | Path, model: nn.Module, *,
     the input's rate); it is written to a temporary file beside ``output`` and renamed
     over it at the end, so a failure leaves nothing behind. Raises :class:`AudioError`
     (one line, naming the file) for every problem with the input or the output. ``engine``:
-    a name or an engine object (:mod:`gtcrn.deploy.engine`).
+    a name or an engine object (:mod:`gtcrn.engine`).
     """
     source, output = Path(source), Path(output)
     if _same_file(output, source):

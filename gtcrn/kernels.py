@@ -1,15 +1,10 @@
-"""CPU training kernels, chosen once for a whole model by :func:`use_cpu_kernels`.
+"""CPU training kernels, chosen once for a whole model by :func:`use_cpu_kernels` (``train.cpu_kernels``).
 
-The plain blocks of :mod:`gtcrn.nn` are slow to train on a CPU in a few places; each fast form
-here is a subclass of the plain module that overrides ``forward`` only (same parameters, same
-state-dict keys, same function), swapped in before training when ``train.cpu_kernels`` is on:
-
-* the GRUs: ``nn.GRU`` records about a dozen autograd nodes per time step and these models run
-  thousands of small steps per batch. :class:`_GRUScan` is the recurrence as one autograd node
-  (the forward keeps the gates, the backward loop carries only the hidden-state gradient, the
-  weight gradients are single matmuls); a grouped GRU runs both groups as one block-diagonal scan;
-* one-slope PReLU and the dilated depthwise convs, whose CPU backward kernels are slow;
-* the strided transposed convs, in the polyphase form of :mod:`gtcrn.deploy.fold`.
+Each is a subclass of a plain module that overrides ``forward`` only (same parameters, keys and
+function) where the CPU is slow to train: the GRUs (``nn.GRU`` records a dozen autograd nodes per
+step; :class:`_GRUScan` is the recurrence as one node, a grouped GRU one block-diagonal scan), the
+PReLU and dilated depthwise backward passes, and the strided transposed convs, band stem and 1x1
+convs in the matrix forms of :mod:`gtcrn.deploy.fold`.
 """
 
 from __future__ import annotations
@@ -21,30 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from .deploy.fold import band_matrix, conv_weight, interleave, polyphase, to_bands
+from .deploy.fold import band_matrix, conv_weight, gru_weights, interleave, merge_grus, polyphase, to_bands
 from .nn.blocks import GRNN, BandStem, State
-
-
-def _scan_forward(gi: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor, b_hn: torch.Tensor,
-                  reverse: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The GRU loop, feature-major: gi (L, 3H, N) = W_ih x + b_ih + [b_hr, b_hz, 0], h0 (H, N),
-    w_hh (3H, H), b_hn (H,). Returns the states (H, L, N) and, for the backward, sigmoid([r, z])
-    (2H, L, N), W_hn h + b_hn (H, L, N) and the candidates n (H, L, N)."""
-    steps, g3, n = gi.shape
-    hid = g3 // 3
-    rz = gi.new_empty(2 * hid, steps, n)  # (2H, L, N)
-    ghn = gi.new_empty(hid, steps, n)  # (H, L, N)
-    cand = gi.new_empty(hid, steps, n)  # (H, L, N)
-    out = gi.new_empty(hid, steps, n)  # (H, L, N)
-    w_rz, w_n = w_hh[:2 * hid], w_hh[2 * hid:]  # (2H, H), (H, H)
-    b_n = b_hn.unsqueeze(1)  # (H, 1)
-    h = h0
-    for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
-        gates = torch.addmm(gi[t, :2 * hid], w_rz, h, out=rz[:, t]).sigmoid_()  # (2H, N)
-        gh_n = torch.addmm(b_n, w_n, h, out=ghn[:, t])  # (H, N)
-        n_t = torch.addcmul(gi[t, 2 * hid:], gates[:hid], gh_n, out=cand[:, t]).tanh_()  # (H, N)
-        h = torch.lerp(n_t, h, gates[hid:], out=out[:, t])  # (1 - z) n + z h
-    return out, rz, ghn, cand
 
 
 class _GRUScan(torch.autograd.Function):
@@ -53,7 +26,19 @@ class _GRUScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, gi: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor,
                 b_hn: torch.Tensor, reverse: bool) -> torch.Tensor:
-        out, rz, ghn, cand = _scan_forward(gi, h0, w_hh, b_hn, reverse)
+        """gi (L, 3H, N) = W_ih x + b_ih + [b_hr, b_hz, 0], h0 (H, N), w_hh (3H, H), b_hn (H,) ->
+        the states (H, L, N); kept for the backward: sigmoid([r, z]), W_hn h + b_hn, candidates n."""
+        steps, g3, n = gi.shape
+        hid = g3 // 3
+        rz = gi.new_empty(2 * hid, steps, n)  # (2H, L, N)
+        ghn, cand, out = (gi.new_empty(hid, steps, n) for _ in range(3))  # (H, L, N) each
+        w_rz, w_n, b_n = w_hh[:2 * hid], w_hh[2 * hid:], b_hn.unsqueeze(1)  # (2H, H), (H, H), (H, 1)
+        h = h0
+        for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+            gates = torch.addmm(gi[t, :2 * hid], w_rz, h, out=rz[:, t]).sigmoid_()  # (2H, N)
+            gh_n = torch.addmm(b_n, w_n, h, out=ghn[:, t])  # (H, N)
+            n_t = torch.addcmul(gi[t, 2 * hid:], gates[:hid], gh_n, out=cand[:, t]).tanh_()  # (H, N)
+            h = torch.lerp(n_t, h, gates[hid:], out=out[:, t])  # (1 - z) n + z h
         ctx.save_for_backward(h0, w_hh, rz, ghn, cand, out)
         ctx.reverse = reverse
         return out
@@ -102,14 +87,6 @@ def gru_scan(x: torch.Tensor, h0: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.
     return _GRUScan.apply(gi.transpose(0, 1), h0, w_hh, b_hh[2 * hid:], reverse)  # (H, L, N)
 
 
-def _block_diag_gates(weights: list[torch.Tensor]) -> torch.Tensor:
-    """``nn.GRU`` weights or biases (3 h_i, ...) of independent GRUs -> one GRU's (3 sum h, ...),
-    block diagonal per gate [r, z, n]."""
-    gates = [[w.view(3, w.shape[0] // 3, -1)[k] for w in weights] for k in range(3)]
-    return torch.cat([torch.block_diag(*g) if weights[0].dim() == 2 else torch.cat(g).view(-1)
-                      for g in gates])
-
-
 class ScanGRU(nn.GRU):
     """A one-layer, unidirectional, batch-first ``nn.GRU`` computed by :func:`gru_scan`."""
 
@@ -129,9 +106,8 @@ class ScanGRNN(GRNN):
         n, steps, _ = x.shape
         xc = x.permute(2, 1, 0).contiguous()  # (C, L, N)
         ys, h_n = [], []
-        for d, sfx in enumerate(["_l0", "_l0_reverse"] if self.bidirectional else ["_l0"]):
-            w = [_block_diag_gates([getattr(r, name + sfx) for r in (self.rnn1, self.rnn2)])
-                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        for d in range(2 if self.bidirectional else 1):
+            w = merge_grus([gru_weights(r, reverse=d == 1) for r in (self.rnn1, self.rnn2)])
             h0 = x.new_zeros(self.hidden_size, n) if state is None else state["h"][d].t()  # (hidden, N)
             y = gru_scan(xc, h0, *w, reverse=d == 1)  # (hidden, L, N): units [group 1, group 2]
             ys.append(y.view(2, self.hidden_size // 2, steps, n))  # (group, unit, L, N)

@@ -1,7 +1,7 @@
 """Real-time streaming enhancement with bounded memory.
 
 :class:`Streamer` runs a :class:`gtcrn.GTCRN` with its explicit state through an engine chosen
-once, by name (:mod:`gtcrn.deploy.engine`: ``"onnx"``, onnxruntime on the model's chunk graph,
+once, by name (:mod:`gtcrn.engine`: ``"onnx"``, onnxruntime on the model's chunk graph,
 when it is installed and the model is a float32 CPU model; otherwise ``"torch"``, the deploy form
 in torch). Audio goes in as chunks of any size (one sample to minutes) and comes out as soon as it
 is final::
@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .deploy.engine import Engine, make_engine
+from .engine import Engine, make_engine
 from .stft import HOP, N_FFT, window
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -93,7 +93,7 @@ class Streamer:
     The number of channels is fixed by the first ``feed`` of a stream. The
     engine is built from the model's weights when the streamer is made (its
     eval-mode function); ``engine`` is ``"auto"``, ``"onnx"``, ``"torch"`` or an
-    engine object (:func:`gtcrn.deploy.engine.make_engine`) to share between
+    engine object (:func:`gtcrn.engine.make_engine`) to share between
     streamers. The torch engine runs in the model's own device and float dtype
     (float64 models too); outputs are float32.
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import gtcrn
-from gtcrn.deploy.engine import make_engine
+from gtcrn.engine import make_engine
 from gtcrn.stft import HOP, N_FFT, stft
 from gtcrn.stream import Streamer
 from tests.helpers import make_model

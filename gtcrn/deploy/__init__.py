@@ -4,7 +4,7 @@
   layers only, eval-only; the same function as the plain model.
 * :mod:`gtcrn.deploy.onnx`: ``torch.onnx.export`` of the deploy module, a streaming-step graph
   and a chunk graph, each verified against torch at export.
-* :mod:`gtcrn.deploy.engine`: the engine, chosen once by name (``"onnx"``, ``"torch"`` or
+* :mod:`gtcrn.engine`: the engine, chosen once by name (``"onnx"``, ``"torch"`` or
   ``"auto"``), that :class:`gtcrn.Streamer`, :func:`gtcrn.enhance` and ``gtcrn enhance`` run.
 """
 

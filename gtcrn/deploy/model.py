@@ -1,18 +1,10 @@
 """The deploy form of a GTCRN: standard layers computed once from a trained plain model.
 
-:func:`to_deploy` returns an eval-only module computing the plain model's function with fewer,
-cheaper operations: BatchNorm fused into the convolutions, PReLU with one slope as LeakyReLU, the
-front end (features, ERB analysis, SFE) as one matrix product, SFE folded into the first point
-conv of each GTConvBlock, the band stem and head as one matrix per group, stride-1 transposed
-convs as convs, the strided transposed convs in polyphase form, the two groups and two
-directions of the intra-frame GRNN as ONE GRU (the backward half reads the bins reversed), the
-grouped inter-frame GRNN as one block-diagonal GRU, TRA's mean folded into its GRU, and the ERB
-synthesis with the complex mask as matrix products. No caches, no hooks: the plain model is not
-referenced after the conversion. The same module runs in torch and exports to ONNX
-(:mod:`gtcrn.deploy.onnx`).
-
-``forward(spec, state) -> (enhanced, state)`` takes and returns the plain model's state dict
-(same names, shapes and order), so both forms continue each other's streams.
+:func:`to_deploy` returns an eval-only module with the plain model's function in fewer, cheaper
+operations (each layer's docstring says which); no caches, no hooks, no reference to the plain
+model. It runs in torch and exports to ONNX (:mod:`gtcrn.deploy.onnx`). ``forward(spec, state)``
+takes and returns the plain model's state dict (same names, shapes, order): the two forms continue
+each other's streams.
 """
 
 from __future__ import annotations
@@ -26,18 +18,7 @@ from torch import nn
 from ..nn.blocks import DPGRNN, BandStem, ConvBlock, GTConvBlock, SkipFusion, State
 from ..nn.model import GTCRN, Encoder
 from ..stft import N_FREQS
-from .fold import (
-    band_matrix,
-    bn_affine,
-    conv_weight,
-    from_bands,
-    gru_weights,
-    interleave,
-    merge_grus,
-    polyphase,
-    prelu_slope,
-    to_bands,
-)
+from . import fold
 
 
 def _set(module: nn.Module, **tensors: torch.Tensor) -> nn.Module:
@@ -54,12 +35,14 @@ def _conv(weight: torch.Tensor, bias: torch.Tensor, **kwargs: object) -> nn.Conv
     return _set(conv, weight=weight, bias=bias)
 
 
-def _folded(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Conv weight (C_out, ...) and bias followed by eval BatchNorm -> one weight and bias."""
-    scale, shift = bn_affine(bn)
-    bias = torch.zeros_like(scale) if bias is None else bias
-    return weight * scale.view(-1, *([1] * (weight.dim() - 1))), bias * scale + shift
+def _fused(conv: nn.Module, bn: nn.BatchNorm2d, weight: torch.Tensor | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``conv`` then eval BatchNorm as one weight (``weight``, C_out first, or the conv's Conv2d
+    form) and bias."""
+    scale, shift = fold.bn_affine(bn)
+    w = fold.conv_weight(conv) if weight is None else weight
+    b = torch.zeros_like(scale) if conv.bias is None else conv.bias
+    return w * scale.view(-1, *([1] * (w.dim() - 1))), b * scale + shift
 
 
 def _gru(weights: list[torch.Tensor]) -> nn.GRU:
@@ -70,7 +53,7 @@ def _gru(weights: list[torch.Tensor]) -> nn.GRU:
 
 
 def _act(act: nn.Module) -> nn.Module:
-    slope = prelu_slope(act)
+    slope = fold.prelu_slope(act)
     return nn.LeakyReLU(slope) if slope is not None else copy.deepcopy(act)
 
 
@@ -105,46 +88,41 @@ class BandLayer(nn.Module):
     def __init__(self, stem: BandStem, width: int) -> None:
         super().__init__()
         g, cout = stem.conv.groups, stem.out_channels
-        mat, bias = band_matrix(stem.conv, stem.bands, width)  # (G, C_in F/G, C_out F/G), (G, 1, C_out F/G)
-        scale, shift = bn_affine(stem.bn)  # (bands C_out,): channel band * C_out + out
+        mat, bias = fold.band_matrix(stem.conv, stem.bands, width)  # (G, C_in F/G, C_out F/G), (G, 1, ...)
+        scale, shift = fold.bn_affine(stem.bn)  # (bands C_out,): channel band * C_out + out
         per_col = [v.view(g, -1, cout).transpose(1, 2).repeat_interleave(width // stem.bands, dim=2)
                    .reshape(g, 1, -1) for v in (scale, shift)]  # (G, 1, C_out F/G) like the columns
         self.groups, self.channels, self.act = g, cout, _act(stem.act)
         _set(self, matrix=mat * per_col[0], bias=bias * per_col[0] + per_col[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.matmul(to_bands(x, self.groups), self.matrix) + self.bias  # (G, B T, C_out F/G)
-        return from_bands(self.act(y), x.shape[0], self.channels)  # (B, C_out, T, F)
+        y = torch.matmul(fold.to_bands(x, self.groups), self.matrix) + self.bias  # (G, B T, C_out F/G)
+        return fold.from_bands(self.act(y), x.shape[0], self.channels)  # (B, C_out, T, F)
 
 
 class ConvLayer(nn.Module):
-    """ConvBlock: BN folded into the conv; a strided transposed conv in polyphase form."""
+    """ConvBlock: BN folded into the conv; a (1, K) transposed conv in polyphase form."""
 
     def __init__(self, block: ConvBlock, width: int, name: str) -> None:
         super().__init__()
         conv, self.stride, self.pads = block.conv, 1, (0, 0)
         self.out_w = block.out_width(width)
-        if isinstance(conv, nn.ConvTranspose2d) and conv.stride[1] > 1:
-            w, self.pads, _ = polyphase(conv, width)
+        if isinstance(conv, nn.ConvTranspose2d):
+            w, self.pads, _ = fold.polyphase(conv, width)
             self.stride = conv.stride[1]
-            b = torch.zeros(conv.out_channels) if conv.bias is None else conv.bias
-            w, b = _folded(w.view(-1, self.stride, *w.shape[1:]), b, block.bn)
+            w, b = _fused(conv, block.bn, w.view(-1, self.stride, *w.shape[1:]))
             same = self.pads[0] == self.pads[1]  # symmetric: the conv pads, no separate Pad
             self.conv = _conv(w.flatten(0, 1), b.repeat_interleave(self.stride), groups=conv.groups,
                               padding=(0, self.pads[0]) if same else 0)
             self.pads = (0, 0) if same else self.pads
         else:
-            pads = conv.padding if isinstance(conv, nn.Conv2d) else \
-                tuple(d * (k - 1) - p for d, k, p in zip(conv.dilation, conv.kernel_size, conv.padding,
-                                                         strict=True))
-            w, b = _folded(conv_weight(conv), conv.bias, block.bn)
-            self.conv = _conv(w, b, stride=conv.stride, padding=pads, dilation=conv.dilation,
-                              groups=conv.groups)
+            self.conv = _conv(*_fused(conv, block.bn), stride=conv.stride, padding=conv.padding,
+                              dilation=conv.dilation, groups=conv.groups)
         self.act = _act(block.act)
 
     def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         y = self.act(self.conv(F.pad(x, self.pads) if any(self.pads) else x))  # (B, C_out s, T, M)
-        return (interleave(y, self.stride, self.out_w) if self.stride > 1 else y), {}
+        return (fold.interleave(y, self.stride, self.out_w) if self.stride > 1 else y), {}
 
 
 class GTConvLayer(nn.Module):
@@ -154,17 +132,16 @@ class GTConvLayer(nn.Module):
     def __init__(self, block: GTConvBlock, width: int, name: str) -> None:
         super().__init__()
         self.cache_key, self.tra_key, self.pad = f"{name}.cache", f"{name}.tra.h", block.pad_size
-        w1, b1 = _folded(conv_weight(block.point_conv1)[:, :, 0, 0], block.point_conv1.bias, block.point_bn1)
+        w1, b1 = _fused(block.point_conv1, block.point_bn1, fold.conv_weight(block.point_conv1)[:, :, 0, 0])
         hid, half = w1.shape[0], w1.shape[1] // 3
         w1 = torch.cat([w1.view(hid, half, 1, 3), w1.new_zeros(hid, half, 1, 3)], dim=1)  # (H, C, 1, 3)
         self.conv1 = _conv(w1, b1, padding=(0, 1))
         self.act1 = _act(block.point_act)
-        dconv = block.depth_conv
-        self.depth = _conv(*_folded(conv_weight(dconv), dconv.bias, block.depth_bn), padding=(0, 1),
-                           dilation=dconv.dilation, groups=hid)
+        self.depth = _conv(*_fused(block.depth_conv, block.depth_bn), padding=(0, 1),
+                           dilation=block.depth_conv.dilation, groups=hid)
         self.act_d = _act(block.depth_act)
-        self.conv2 = _conv(*_folded(conv_weight(block.point_conv2), block.point_conv2.bias, block.point_bn2))
-        w_ih, *rest = gru_weights(block.tra.att_gru)
+        self.conv2 = _conv(*_fused(block.point_conv2, block.point_bn2))
+        w_ih, *rest = fold.gru_weights(block.tra.att_gru)
         self.gru = _gru([w_ih / width, *rest])  # the GRU reads the mean energy over the bins
         self.fc = copy.deepcopy(block.tra.att_fc)
         order = torch.stack([torch.arange(half), 2 * half + torch.arange(half)], dim=1).flatten()
@@ -190,16 +167,16 @@ class DPGRNNLayer(nn.Module):
         self.key = f"{name}.inter_rnn.h"
         intra, inter = block.intra_rnn, block.inter_rnn
         pair = (intra.rnn1, intra.rnn2)
-        fwd = merge_grus([gru_weights(r) for r in pair])
-        bwd = merge_grus([gru_weights(r, reverse=True) for r in pair])
-        self.intra_gru = _gru(merge_grus([fwd, bwd]))  # units [fwd g1, fwd g2, bwd g1, bwd g2]
+        fwd = fold.merge_grus([fold.gru_weights(r) for r in pair])
+        bwd = fold.merge_grus([fold.gru_weights(r, reverse=True) for r in pair])
+        self.intra_gru = _gru(fold.merge_grus([fwd, bwd]))  # units [fwd g1, fwd g2, bwd g1, bwd g2]
         # intra_fc reads torch's order [g1 fwd, g1 bwd, g2 fwd, g2 bwd] from [y_f, y_(W-1-f)]: forward
         # units from the first copy, backward units from the reversed one.
         w, hg = block.intra_fc.weight, intra.hidden_size // 2
         zero = w.new_zeros(w.shape[0], 4 * hg)
         w_fc = torch.cat([w[:, :hg], w[:, 2 * hg:3 * hg], zero, w[:, hg:2 * hg], w[:, 3 * hg:]], dim=1)
         self.intra_fc = _set(nn.Linear(w_fc.shape[1], w.shape[0]), weight=w_fc, bias=block.intra_fc.bias)
-        self.inter_gru = _gru(merge_grus([gru_weights(r) for r in (inter.rnn1, inter.rnn2)]))
+        self.inter_gru = _gru(fold.merge_grus([fold.gru_weights(r) for r in (inter.rnn1, inter.rnn2)]))
         self.intra_ln, self.inter_fc, self.inter_ln = (copy.deepcopy(m) for m in
                                                        (block.intra_ln, block.inter_fc, block.inter_ln))
         self.register_buffer("reverse", torch.arange(block.width - 1, -1, -1), persistent=False)
@@ -220,7 +197,7 @@ class FusionLayer(nn.Module):
 
     def __init__(self, fusion: SkipFusion) -> None:
         super().__init__()
-        self.conv = _conv(*_folded(fusion.conv.weight, fusion.conv.bias, fusion.bn))
+        self.conv = _conv(*_fused(fusion.conv, fusion.bn))
         self.act = _act(fusion.act)
 
     def forward(self, deep: torch.Tensor, front: torch.Tensor) -> torch.Tensor:

@@ -1,11 +1,9 @@
 """The paper's blocks, one plain form each. Shapes are (B, C, T, F): batch, channels, frames, bins.
 
-Blocks that look back in time take ``state`` (a dict of tensors named by the block that owns
-it; ``None`` means silence before the first frame) and return the state after their last
-frame, so offline processing, chunks and frame-by-frame streaming run the same code. The
-layers of the encoder and decoder stacks all have ``forward(x, state=None) -> (y, state)``
-and ``init_state(batch, width, device, dtype)``, stateless ones with an empty state, so a
-stack is a plain loop.
+A block that looks back in time takes ``state`` (tensors named by the block that owns them; None
+is silence before the first frame) and returns the state after its last frame: offline, chunked
+and frame-by-frame processing run the same code. Every layer of the encoder and decoder stacks
+has ``forward(x, state=None) -> (y, state)`` and ``init_state(batch, width, device, dtype)``.
 """
 
 from __future__ import annotations
@@ -47,7 +45,7 @@ class SFE(nn.Module):
 
 
 class ConvBlock(nn.Module):
-    """(Transposed) convolution along frequency + BatchNorm + PReLU, or Tanh for an output layer."""
+    """(Transposed) conv along frequency + BatchNorm + PReLU (Tanh for an output layer); stateless."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
                  stride: tuple[int, int], padding: tuple[int, int], groups: int = 1,
@@ -64,7 +62,6 @@ class ConvBlock(nn.Module):
         self.act: nn.Module = nn.Tanh() if is_last else nn.PReLU()
 
     def out_width(self, width: int) -> int:
-        """Number of bins after this layer for ``width`` bins in."""
         k, s, p = self.conv.kernel_size[1], self.conv.stride[1], self.conv.padding[1]
         if isinstance(self.conv, nn.ConvTranspose2d):
             return (width - 1) * s - 2 * p + k + self.conv.output_padding[1]
@@ -78,8 +75,8 @@ class ConvBlock(nn.Module):
 
 
 class TRA(nn.Module):
-    """Temporal recurrent attention: a causal GRU over each channel's frame energy gates the channels.
-    State ``h``: the GRU's hidden state (1, B, 2C)."""
+    """Temporal recurrent attention: a causal GRU over each channel's frame energy gates the channels
+    (state ``h``: the GRU's, (1, B, 2C))."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -97,13 +94,10 @@ class TRA(nn.Module):
 
 
 class GTConvBlock(nn.Module):
-    """Grouped temporal convolution block.
-
-    Half of the channels go SFE -> point conv -> causal depthwise conv dilated in time -> point
-    conv -> TRA; the other half is kept; the halves are interleaved (channel shuffle). The decoder
-    variant uses stride-1 transposed convolutions, causal over the same left context. State
-    ``cache``: the last ``(k - 1) * dilation`` frames entering the depthwise conv; ``tra.h``.
-    """
+    """Grouped temporal convolution: half of the channels go SFE -> point conv -> causal depthwise
+    conv dilated in time -> point conv -> TRA, the other half is kept, the halves are interleaved
+    (channel shuffle). The decoder's variant has stride-1 transposed convs (causal, same context).
+    State ``cache``: the last ``(k - 1) dilation`` frames into the depthwise conv; ``tra.h``."""
 
     def __init__(self, in_channels: int, hidden_channels: int, kernel_size: tuple[int, int],
                  dilation: int, use_deconv: bool = False) -> None:
@@ -148,8 +142,8 @@ class GTConvBlock(nn.Module):
 
 
 class GRNN(nn.Module):
-    """Grouped GRU: features and hidden state split in two groups, one GRU each.
-    (B, L, input) -> (B, L, dirs * hidden); state ``h`` (dirs, B, hidden)."""
+    """Grouped GRU, one GRU per half of the features: (B, L, input) -> (B, L, dirs * hidden); state
+    ``h`` (dirs, B, hidden)."""
 
     def __init__(self, input_size: int, hidden_size: int, bidirectional: bool = False) -> None:
         super().__init__()
@@ -206,13 +200,9 @@ class DPGRNN(nn.Module):
 
 
 class BandStem(nn.Module):
-    """Band stem: a grouped (1, 3) conv inside each of ``bands`` equal bands of bins.
-
-    The bands move into the channel axis (channel = band * C + feature), a
-    ``Conv2d(bands C_in, bands C_out, (1, 3), groups)`` runs inside each band (zero padded at the
-    band edges), + BatchNorm + PReLU (Tanh as the output layer), and the bands move back. With
-    ``groups == bands`` a band's output depends on that band's input only.
-    """
+    """A grouped (1, 3) conv inside each of ``bands`` equal bands of bins (zero padded at the band
+    edges) + BatchNorm + PReLU (Tanh as the output layer): the bands move into the channel axis
+    (channel = band * C + feature) and back. With ``groups == bands`` the bands stay independent."""
 
     def __init__(self, in_channels: int, out_channels: int, bands: int, groups: int,
                  is_last: bool = False) -> None:

@@ -1,15 +1,10 @@
 """The GTCRN family: Encoder, Decoder and the mask-estimation model, written once.
 
-Two encoder flavours are built from the same blocks (see ``ModelConfig``):
-
-* ``g32`` (default): ERB front end -> band stem (grouped conv, one ERB band per group) -> two
-  strided convs -> GTConvBlocks -> skip-fusion.
-* ``official``: the published GTCRN encoder (two strided ConvBlocks, the second with groups=2,
-  then GTConvBlocks).
-
-The spectrum at the model's boundary is the published layout, (B, 257, T, 2) real/imag from
-:func:`gtcrn.stft.stft`. The model state is a flat dict named by module path, e.g.
-``encoder.en_convs.2.cache`` or ``dpgrnn.0.inter_rnn.h`` (:meth:`GTCRN.init_state`).
+Two encoder flavours (``ModelConfig.encoder``): ``g32`` (default: ERB front end -> band stem, one
+ERB band per group -> two strided convs -> GTConvBlocks -> skip-fusion) and ``official`` (the
+published encoder: two strided ConvBlocks, the second grouped, then GTConvBlocks). The spectrum is
+(B, 257, T, 2) real/imag from :func:`gtcrn.stft.stft`. The state is a flat dict named by module
+path, e.g. ``encoder.en_convs.2.cache`` or ``dpgrnn.0.inter_rnn.h`` (:meth:`GTCRN.init_state`).
 """
 
 from __future__ import annotations
@@ -56,11 +51,8 @@ def stack_init_state(layers: nn.ModuleList, name: str, batch: int, width: int, d
 
 
 class Encoder(nn.Module):
-    """Spectrum (B, 257, T, 2) -> features (B, C, T, W), the skips for the decoder, the state.
-
-    It owns the front end (features, ERB analysis, SFE); ``self.erb`` also provides the
-    synthesis applied after the decoder. ``width`` (W) is the number of bins after the stack.
-    """
+    """Spectrum (B, 257, T, 2) -> features (B, C, T, W), the skips for the decoder, the state. It owns
+    the front end (features, ERB, SFE; ``erb`` also synthesises after the decoder); W is ``width``."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -153,13 +145,10 @@ class Decoder(nn.Module):
 
 
 class GTCRN(nn.Module):
-    """GTCRN speech enhancement: a complex ratio mask on the noisy STFT.
-
-    ``forward(spec)``: (B, 257, T, 2) -> (B, 257, T, 2), offline. ``forward_stateful(spec,
-    state)``: the same on a chunk of frames, carrying the state (``init_state`` is the state
-    before the first frame); one frame at a time it is the streaming step. For fast inference
-    use :func:`gtcrn.deploy.to_deploy` or the engines of :mod:`gtcrn.deploy`.
-    """
+    """GTCRN speech enhancement: a complex ratio mask on the noisy STFT. ``forward(spec)``: (B, 257,
+    T, 2) -> the same, offline; ``forward_stateful(spec, state)`` on a chunk of frames from the state
+    after the previous ones (``init_state``: before the first); one frame at a time it is the
+    streaming step. Fast inference: :func:`gtcrn.deploy.to_deploy`, :mod:`gtcrn.engine`."""
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()

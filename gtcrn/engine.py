@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..nn.blocks import State
-from ..nn.model import GTCRN
-from .model import DeployGTCRN, to_deploy
-from .onnx import STATE_INPUT, onnx_bytes
+from .deploy.model import DeployGTCRN, to_deploy
+from .deploy.onnx import STATE_INPUT, onnx_bytes
+from .nn.blocks import State
+from .nn.model import GTCRN
 
 ENGINES = ("auto", "onnx", "torch")
 
