@@ -193,10 +193,11 @@ class PolyphaseConvT(nn.ConvTranspose2d):
     """A strided (1, K) transposed conv as one stride-1 conv over its output phases."""
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        w, pads, out_w = polyphase(self, x.shape[-1])
+        w, (left, right), out_w = polyphase(self, x.shape[-1])
         s = self.stride[1]
-        y = F.conv2d(F.pad(x, pads), w, self.bias.repeat_interleave(s), groups=self.groups)  # (B, C s, T, M)
-        return interleave(y, s, out_w)  # (B, C, T, out_w)
+        x, pad = (x, left) if left == right else (F.pad(x, (left, right)), 0)
+        y = F.conv2d(x, w, self.bias.repeat_interleave(s), padding=(0, pad), groups=self.groups)
+        return interleave(y, s, out_w)  # (B, C s, T, M) -> (B, C, T, out_w)
 
 
 class FastPointwise(nn.Conv2d):
@@ -222,9 +223,9 @@ class MatmulBandStem(BandStem):
         n, co = self.bands, self.out_channels
         mat, bias = band_matrix(self.conv, n, f)  # (G, C_in F/G, C_out F/G), (G, 1, C_out F/G)
         y = torch.baddbmm(bias, to_bands(x, self.conv.groups), mat)  # (G, B T, C_out F/G)
-        y = y.view(-1, b * t, co, n // y.shape[0], f // n).permute(1, 0, 3, 2, 4)  # (B T, G, k, C_out, w)
-        y = self.act(self.bn(y.reshape(b * t, n * co, f // n, 1)))  # (B T, N C_out, w, 1)
-        return y.view(b, t, n, co, f // n).permute(0, 3, 1, 2, 4).reshape(b, co, t, f)  # (B, C_out, T, F)
+        y = y.view(-1, b * t, co, n // y.shape[0], f // n).permute(0, 3, 2, 4, 1)  # (G, k, C_out, w, B T)
+        y = self.act(self.bn(y.reshape(1, n * co, f // n, b * t)))  # (1, N C_out, w, B T): BN per channel
+        return y.view(n, co, f // n, b, t).permute(3, 1, 4, 0, 2).reshape(b, co, t, f)  # (B, C_out, T, F)
 
 
 def _kernel_for(module: nn.Module) -> type | None:
