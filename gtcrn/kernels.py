@@ -16,8 +16,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from .deploy.fold import band_matrix, conv_weight, gru_weights, interleave, merge_grus, polyphase, to_bands
-from .nn.blocks import GRNN, BandStem, State
+from .deploy.fold import (
+    band_matrix,
+    conv_weight,
+    from_bands,
+    gru_weights,
+    interleave,
+    merge_grus,
+    polyphase,
+    to_bands,
+)
+from .nn.blocks import DPGRNN, GRNN, BandStem, State
 
 
 class _GRUScan(torch.autograd.Function):
@@ -99,21 +108,48 @@ class ScanGRU(nn.GRU):
         return y.permute(2, 1, 0), y[:, -1].t().unsqueeze(0)  # (B, T, H), (1, B, H)
 
 
+def grnn_scan(grnn: GRNN, xc: torch.Tensor, state: State | None) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """A GRNN on channel-major data xc (C, L, N), both groups as one block-diagonal scan per direction:
+    the states of each direction (hidden, L, N), units [group 1, group 2], and ``h`` (dirs, N, hidden)."""
+    ys, h_n = [], []
+    for d in range(2 if grnn.bidirectional else 1):
+        w = merge_grus([gru_weights(r, reverse=d == 1) for r in (grnn.rnn1, grnn.rnn2)])
+        h0 = xc.new_zeros(grnn.hidden_size, xc.shape[2]) if state is None else state["h"][d].t()  # (H, N)
+        ys.append(gru_scan(xc, h0, *w, reverse=d == 1))  # (hidden, L, N)
+        h_n.append((ys[-1][:, 0] if d == 1 else ys[-1][:, -1]).t())  # (N, hidden)
+    return ys, torch.stack(h_n)
+
+
 class ScanGRNN(GRNN):
-    """:class:`gtcrn.nn.GRNN` with both groups as one block-diagonal :func:`gru_scan` per direction."""
+    """:class:`gtcrn.nn.GRNN` through :func:`grnn_scan`."""
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         n, steps, _ = x.shape
-        xc = x.permute(2, 1, 0).contiguous()  # (C, L, N)
-        ys, h_n = [], []
-        for d in range(2 if self.bidirectional else 1):
-            w = merge_grus([gru_weights(r, reverse=d == 1) for r in (self.rnn1, self.rnn2)])
-            h0 = x.new_zeros(self.hidden_size, n) if state is None else state["h"][d].t()  # (hidden, N)
-            y = gru_scan(xc, h0, *w, reverse=d == 1)  # (hidden, L, N): units [group 1, group 2]
-            ys.append(y.view(2, self.hidden_size // 2, steps, n))  # (group, unit, L, N)
-            h_n.append((y[:, 0] if d == 1 else y[:, -1]).t())  # (N, hidden)
-        y = torch.stack(ys, dim=1).flatten(0, 2)  # (group * direction * unit, L, N)
-        return y.permute(2, 1, 0), {"h": torch.stack(h_n)}  # (N, L, dirs * hidden), (dirs, N, hidden)
+        ys, h = grnn_scan(self, x.permute(2, 1, 0).contiguous(), state)  # dirs x (hidden, L, N)
+        y = torch.stack([v.view(2, -1, steps, n) for v in ys], dim=1)  # (group, direction, unit, L, N)
+        return y.flatten(0, 2).permute(2, 1, 0), {"h": h}  # (N, L, dirs * hidden), (dirs, N, hidden)
+
+
+class FastDPGRNN(DPGRNN):
+    """:class:`gtcrn.nn.DPGRNN` in the layouts that suit each step: the scans channel-major (their
+    outputs feed the Linear layers as plain matmuls), LayerNorm on (..., C, F) data."""
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        b, c, t, f = x.shape
+        ys, _ = grnn_scan(self.intra_rnn, x.permute(1, 3, 0, 2).reshape(c, f, b * t), None)  # (C/2, F, B T)
+        y = torch.stack([v.view(2, -1, f * b * t) for v in ys], dim=1).flatten(0, 2)  # (C: group, dir, unit)
+        intra = torch.addmm(self.intra_fc.bias.unsqueeze(1), self.intra_fc.weight, y)  # (C, F B T)
+        intra = intra.view(c * f, b * t).t().reshape(b, t, c, f)  # (B, T, C, F)
+        ln = self.intra_ln
+        x1 = x.transpose(1, 2) + F.layer_norm(intra, (c, f), ln.weight.t(), ln.bias.t(), ln.eps)  # (B,T,C,F)
+        xt = x1.permute(2, 1, 0, 3).reshape(c, t, b * f)  # (C, T, B F)
+        ys, h = grnn_scan(self.inter_rnn, xt, None if state is None else {"h": state["inter_rnn.h"]})
+        fc = self.inter_fc
+        inter = torch.addmm(fc.bias.unsqueeze(1), fc.weight, ys[0].view(c, -1))  # (C, T B F)
+        ln = self.inter_ln
+        inter = F.layer_norm(inter.view(c, t, b, f).permute(2, 1, 0, 3), (c, f), ln.weight.t(), ln.bias.t(),
+                             ln.eps)  # (B, T, C, F)
+        return (x1 + inter).transpose(1, 2), {"inter_rnn.h": h}  # (B, C, T, F)
 
 
 class _PReLU(torch.autograd.Function):
@@ -215,22 +251,22 @@ class FastPointwiseT(nn.ConvTranspose2d):
 
 
 class MatmulBandStem(BandStem):
-    """The band stem's grouped conv as one matrix per group (:func:`gtcrn.deploy.fold.band_matrix`);
-    BatchNorm runs on the (band, channel) layout the product yields."""
+    """The band stem's grouped conv as one matrix per group (:func:`gtcrn.deploy.fold.band_matrix`),
+    whose output is already in BatchNorm's channel order."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, t, f = x.shape
-        n, co = self.bands, self.out_channels
-        mat, bias = band_matrix(self.conv, n, f)  # (G, C_in F/G, C_out F/G), (G, 1, C_out F/G)
-        y = torch.baddbmm(bias, to_bands(x, self.conv.groups), mat)  # (G, B T, C_out F/G)
-        y = y.view(-1, b * t, co, n // y.shape[0], f // n).permute(0, 3, 2, 4, 1)  # (G, k, C_out, w, B T)
-        y = self.act(self.bn(y.reshape(1, n * co, f // n, b * t)))  # (1, N C_out, w, B T): BN per channel
-        return y.view(n, co, f // n, b, t).permute(3, 1, 4, 0, 2).reshape(b, co, t, f)  # (B, C_out, T, F)
+        mat, bias = band_matrix(self.conv, self.bands, f)  # (G, k C_out w, C_in k w), (G, k C_out w, 1)
+        y = torch.baddbmm(bias, mat, to_bands(x, self.conv.groups))  # (G, k C_out w, B T)
+        y = self.act(self.bn(y.view(1, self.bands * self.out_channels, -1, b * t)))  # (1, N C_out, w, B T)
+        return from_bands(y, b, self.out_channels, self.bands)  # (B, C_out, T, F)
 
 
 def _kernel_for(module: nn.Module) -> type | None:
     """The fast class for a module of a GTCRN-family model, or None to keep it."""
     kind = type(module)
+    if kind is DPGRNN:
+        return FastDPGRNN
     if kind is GRNN:
         return ScanGRNN
     if kind is nn.GRU and module.batch_first and not module.bidirectional and module.num_layers == 1:
@@ -255,11 +291,9 @@ def _kernel_for(module: nn.Module) -> type | None:
 
 
 def use_cpu_kernels(model: nn.Module) -> nn.Module:
-    """Swap ``model``'s modules for their fast CPU training forms in place: GRNN -> :class:`ScanGRNN`,
-    other GRUs -> :class:`ScanGRU`, one-slope PReLU -> :class:`FastPReLU`, the depthwise temporal
-    convs -> :class:`FastDepthwiseConv` / :class:`FastDepthwiseConvT`, strided transposed convs ->
-    :class:`PolyphaseConvT`. Each is a subclass that shares the module's parameters and submodules
-    (same state-dict keys, same function); returns ``model``."""
+    """Swap ``model``'s modules for their fast CPU training forms in place (:func:`_kernel_for`): each
+    a subclass sharing the module's parameters and submodules (same state-dict keys, same function).
+    Returns ``model``."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             kernel = _kernel_for(child)

@@ -46,9 +46,9 @@ def test_kernels_keep_parameters_keys_and_class() -> None:
     assert kernels.use_cpu_kernels(model) is model and isinstance(model, GTCRN)
     assert {k: id(p) for k, p in model.named_parameters()} == params and list(model.state_dict()) == keys
     kinds = {type(m) for m in model.modules()}
-    assert {kernels.ScanGRNN, kernels.ScanGRU, kernels.FastPReLU, kernels.FastDepthwiseConv,
-            kernels.FastDepthwiseConvT, kernels.PolyphaseConvT, kernels.MatmulBandStem,
-            kernels.FastPointwise, kernels.FastPointwiseT} <= kinds
+    assert {kernels.FastDPGRNN, kernels.ScanGRNN, kernels.ScanGRU, kernels.FastPReLU,
+            kernels.FastDepthwiseConv, kernels.FastDepthwiseConvT, kernels.PolyphaseConvT,
+            kernels.MatmulBandStem, kernels.FastPointwise, kernels.FastPointwiseT} <= kinds
 
 
 @pytest.mark.parametrize("reverse", [False, True])

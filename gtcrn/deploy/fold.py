@@ -67,8 +67,9 @@ def interleave(y: torch.Tensor, stride: int, out_w: int) -> torch.Tensor:
 
 def band_matrix(conv: nn.Conv2d, bands: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A band stem's grouped (1, 3) conv (zero padded at each band's edges) over ``width`` bins as one
-    matrix per group: (G, C_in k w, C_out k w) and the bias (G, 1, C_out k w), for k = bands / G
-    bands of w = width / bands bins, rows ordered (C_in, band, bin) and columns (C_out, band, bin)."""
+    matrix per group, acting on the columns of :func:`to_bands`: (G, k C_out w, C_in k w) and the bias
+    (G, k C_out w, 1), for k = bands / G bands of w = width / bands bins; rows ordered (band, C_out,
+    bin), i.e. BatchNorm's channel order band * C_out + out, columns (C_in, band, bin)."""
     g = conv.groups
     k, w = bands // g, width // bands
     cin, cout = conv.in_channels // bands, conv.out_channels // bands
@@ -76,23 +77,22 @@ def band_matrix(conv: nn.Conv2d, bands: int, width: int) -> tuple[torch.Tensor, 
     pos = torch.arange(w, device=kern.device)
     tap = torch.arange(3, device=kern.device).view(3, 1, 1) - 1
     shift = (pos.view(1, 1, w) == pos.view(1, w, 1) + tap).to(kern.dtype)  # (tap, bin out, bin in)
-    mat = torch.einsum("gboacj,jvi->gcaiobv", kern, shift)  # (G, C_in, band, bin, C_out, band, bin)
-    bias = conv.bias.view(g, k, cout, 1).expand(g, k, cout, w).transpose(1, 2)  # (G, C_out, band, bin)
-    return mat.reshape(g, cin * k * w, cout * k * w), bias.reshape(g, 1, cout * k * w)
+    mat = torch.einsum("gboacj,jvi->gbovcai", kern, shift)  # (G, band, C_out, bin, C_in, band, bin)
+    bias = conv.bias.view(g, k, cout, 1).expand(g, k, cout, w)  # (G, band, C_out, bin)
+    return mat.reshape(g, k * cout * w, cin * k * w), bias.reshape(g, -1, 1)
 
 
 def to_bands(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """(B, C, T, F) -> the group-major layout of :func:`band_matrix`: (G, B T, C F / G)."""
+    """(B, C, T, F) -> the columns of :func:`band_matrix`: (G, C F / G, B T)."""
     b, c, t, f = x.shape
-    xg = x.reshape(b, c, t, groups, f // groups).permute(3, 0, 2, 1, 4)  # (G, B, T, C, F/G)
-    return xg.reshape(groups, b * t, c * f // groups)
+    xg = x.reshape(b, c, t, groups, f // groups).permute(3, 1, 4, 0, 2)  # (G, C, F/G, B, T)
+    return xg.reshape(groups, c * f // groups, b * t)
 
 
-def from_bands(y: torch.Tensor, batch: int, channels: int) -> torch.Tensor:
-    """The inverse of :func:`to_bands`: (G, B T, C F / G) -> (B, C, T, F)."""
-    g = y.shape[0]
-    y = y.reshape(g, batch, -1, channels, y.shape[2] // channels)  # (G, B, T, C, F/G)
-    return y.permute(1, 3, 2, 0, 4).flatten(3)  # (B, C, T, F)
+def from_bands(y: torch.Tensor, batch: int, channels: int, bands: int) -> torch.Tensor:
+    """:func:`band_matrix`'s output (G, k C w, B T) -> (B, C, T, F)."""
+    y = y.reshape(bands, channels, -1, batch, y.shape[-1] // batch)  # (N, C, w, B, T)
+    return y.permute(3, 1, 4, 0, 2).flatten(3)  # (B, C, T, F)
 
 
 def merge_grus(weights: list[list[torch.Tensor]]) -> list[torch.Tensor]:

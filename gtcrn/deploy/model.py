@@ -52,6 +52,22 @@ def _gru(weights: list[torch.Tensor]) -> nn.GRU:
                                 strict=True)))
 
 
+def _permute(x: torch.Tensor, *dims: int, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """``x.permute(*dims)`` (then reshaped to ``shape``), one reshape when only axes of size 1 move
+    (the same data order: a streamed frame, B = T = 1, then needs no Transpose)."""
+    moved = [d for d in dims if x.shape[d] != 1]
+    if moved == sorted(moved):
+        return x.reshape(shape or [x.shape[d] for d in dims])
+    return x.permute(*dims) if shape is None else x.permute(*dims).reshape(shape)
+
+
+def _steps(gru: nn.GRU, x: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``gru(x, h0)``; for one step its output is its final state (the exported graph then reads the
+    GRU's state output and needs no Squeeze of its sequence output)."""
+    y, h = gru(x, h0)
+    return (h if x.shape[0] == 1 else y), h
+
+
 def _act(act: nn.Module) -> nn.Module:
     slope = fold.prelu_slope(act)
     return nn.LeakyReLU(slope) if slope is not None else copy.deepcopy(act)
@@ -87,17 +103,16 @@ class BandLayer(nn.Module):
 
     def __init__(self, stem: BandStem, width: int) -> None:
         super().__init__()
-        g, cout = stem.conv.groups, stem.out_channels
-        mat, bias = fold.band_matrix(stem.conv, stem.bands, width)  # (G, C_in F/G, C_out F/G), (G, 1, ...)
-        scale, shift = fold.bn_affine(stem.bn)  # (bands C_out,): channel band * C_out + out
-        per_col = [v.view(g, -1, cout).transpose(1, 2).repeat_interleave(width // stem.bands, dim=2)
-                   .reshape(g, 1, -1) for v in (scale, shift)]  # (G, 1, C_out F/G) like the columns
-        self.groups, self.channels, self.act = g, cout, _act(stem.act)
-        _set(self, matrix=mat * per_col[0], bias=bias * per_col[0] + per_col[1])
+        mat, bias = fold.band_matrix(stem.conv, stem.bands, width)  # (G, k C_out w, C_in k w), (..., 1)
+        scale, shift = (v.view(mat.shape[0], -1, 1).repeat_interleave(width // stem.bands, dim=1)
+                        for v in fold.bn_affine(stem.bn))  # (G, k C_out w, 1): BN channel band * C_out + out
+        self.groups, self.bands, self.channels, self.act = stem.conv.groups, stem.bands, stem.out_channels, \
+            _act(stem.act)
+        _set(self, matrix=mat * scale, bias=bias * scale + shift)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.matmul(fold.to_bands(x, self.groups), self.matrix) + self.bias  # (G, B T, C_out F/G)
-        return fold.from_bands(self.act(y), x.shape[0], self.channels)  # (B, C_out, T, F)
+        y = torch.matmul(self.matrix, fold.to_bands(x, self.groups)) + self.bias  # (G, k C_out w, B T)
+        return fold.from_bands(self.act(y), x.shape[0], self.channels, self.bands)  # (B, C_out, T, F)
 
 
 class ConvLayer(nn.Module):
@@ -152,8 +167,10 @@ class GTConvLayer(nn.Module):
         h = torch.cat([state[self.cache_key], h], dim=2)  # (B, H, pad + T, W)
         cache = h[:, :, -self.pad:]  # (B, H, pad, W)
         h = self.conv2(self.act_d(self.depth(h)))  # (B, C/2, T, W)
-        y, tra_h = self.gru(h.square().sum(-1).permute(2, 0, 1), state[self.tra_key])  # (T, B, 2C/2)
-        att = torch.sigmoid(self.fc(y)).permute(1, 2, 0).unsqueeze(-1)  # (B, C/2, T, 1)
+        energy = _permute(h.square().sum(-1), 2, 0, 1)  # (T, B, C/2)
+        y, tra_h = _steps(self.gru, energy, state[self.tra_key])  # (T, B, C)
+        att = torch.sigmoid(self.fc(y))  # (T, B, C/2)
+        att = _permute(att, 1, 2, 0, shape=(y.shape[1], -1, y.shape[0], 1))  # (B, C/2, T, 1)
         out = torch.cat([h * att, x], dim=1).index_select(1, self.order)  # (B, C, T, W)
         return out, {self.cache_key: cache, self.tra_key: tra_h}
 
@@ -183,12 +200,13 @@ class DPGRNNLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         b, t, w, c = x.shape
-        xi = x.permute(2, 0, 1, 3).reshape(w, b * t, c)  # (W, B T, C)
+        xi = _permute(x, 2, 0, 1, 3, shape=(w, b * t, c))  # (W, B T, C)
         y, _ = self.intra_gru(torch.cat([xi, xi.index_select(0, self.reverse)], dim=-1))  # (W, B T, C)
         y = self.intra_fc(torch.cat([y, y.index_select(0, self.reverse)], dim=-1))  # (W, B T, C)
-        x = x + self.intra_ln(y.transpose(0, 1).reshape(b, t, w, c))  # (B, T, W, C)
-        y, h = self.inter_gru(x.transpose(0, 1).reshape(t, b * w, c), state[self.key])  # (T, B W, C)
-        x = x + self.inter_ln(self.inter_fc(y).reshape(t, b, w, c).transpose(0, 1))  # (B, T, W, C)
+        x = x + self.intra_ln(_permute(y, 1, 0, 2, shape=(b, t, w, c)))  # (B, T, W, C)
+        y = _permute(x, 1, 0, 2, 3, shape=(t, b * w, c))  # (T, B W, C)
+        y, h = _steps(self.inter_gru, y, state[self.key])  # (T, B W, C)
+        x = x + self.inter_ln(_permute(self.inter_fc(y).reshape(t, b, w, c), 1, 0, 2, 3))  # (B, T, W, C)
         return x, {self.key: h}
 
 
