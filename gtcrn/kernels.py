@@ -120,19 +120,10 @@ def grnn_scan(grnn: GRNN, xc: torch.Tensor, state: State | None) -> tuple[list[t
     return ys, torch.stack(h_n)
 
 
-class ScanGRNN(GRNN):
-    """:class:`gtcrn.nn.GRNN` through :func:`grnn_scan`."""
-
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        n, steps, _ = x.shape
-        ys, h = grnn_scan(self, x.permute(2, 1, 0).contiguous(), state)  # dirs x (hidden, L, N)
-        y = torch.stack([v.view(2, -1, steps, n) for v in ys], dim=1)  # (group, direction, unit, L, N)
-        return y.flatten(0, 2).permute(2, 1, 0), {"h": h}  # (N, L, dirs * hidden), (dirs, N, hidden)
-
-
 class FastDPGRNN(DPGRNN):
-    """:class:`gtcrn.nn.DPGRNN` in the layouts that suit each step: the scans channel-major (their
-    outputs feed the Linear layers as plain matmuls), LayerNorm on (..., C, F) data."""
+    """:class:`gtcrn.nn.DPGRNN` in the layouts that suit each step: the grouped GRUs as
+    :func:`grnn_scan` on channel-major data (their outputs feed the Linear layers as plain matmuls),
+    LayerNorm on (..., C, F) data."""
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         b, c, t, f = x.shape
@@ -259,7 +250,7 @@ class MatmulBandStem(BandStem):
         mat, bias = band_matrix(self.conv, self.bands, f)  # (G, k C_out w, C_in k w), (G, k C_out w, 1)
         y = torch.baddbmm(bias, mat, to_bands(x, self.conv.groups))  # (G, k C_out w, B T)
         y = self.act(self.bn(y.view(1, self.bands * self.out_channels, -1, b * t)))  # (1, N C_out, w, B T)
-        return from_bands(y, b, self.out_channels, self.bands)  # (B, C_out, T, F)
+        return from_bands(y, b, t, self.out_channels, self.bands)  # (B, C_out, T, F)
 
 
 def _kernel_for(module: nn.Module) -> type | None:
@@ -267,8 +258,6 @@ def _kernel_for(module: nn.Module) -> type | None:
     kind = type(module)
     if kind is DPGRNN:
         return FastDPGRNN
-    if kind is GRNN:
-        return ScanGRNN
     if kind is nn.GRU and module.batch_first and not module.bidirectional and module.num_layers == 1:
         return ScanGRU
     if kind is nn.PReLU and module.weight.numel() == 1:

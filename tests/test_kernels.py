@@ -46,7 +46,7 @@ def test_kernels_keep_parameters_keys_and_class() -> None:
     assert kernels.use_cpu_kernels(model) is model and isinstance(model, GTCRN)
     assert {k: id(p) for k, p in model.named_parameters()} == params and list(model.state_dict()) == keys
     kinds = {type(m) for m in model.modules()}
-    assert {kernels.FastDPGRNN, kernels.ScanGRNN, kernels.ScanGRU, kernels.FastPReLU,
+    assert {kernels.FastDPGRNN, kernels.ScanGRU, kernels.FastPReLU,
             kernels.FastDepthwiseConv, kernels.FastDepthwiseConvT, kernels.PolyphaseConvT,
             kernels.MatmulBandStem, kernels.FastPointwise, kernels.FastPointwiseT} <= kinds
 

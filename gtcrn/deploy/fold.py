@@ -62,7 +62,8 @@ def interleave(y: torch.Tensor, stride: int, out_w: int) -> torch.Tensor:
     """Polyphase output (B, C s, T, M) -> (B, C, T, out_w): channel c s + p, bin m -> bin m s + p."""
     b, cs, t, m = y.shape
     y = y.view(b, cs // stride, stride, t, m).permute(0, 1, 3, 4, 2)  # (B, C, T, M, s)
-    return y.reshape(b, cs // stride, t, m * stride)[..., :out_w]  # (B, C, T, out_w)
+    y = y.reshape(b, cs // stride, t, m * stride)  # (B, C, T, M s)
+    return y if m * stride == out_w else y[..., :out_w]  # (B, C, T, out_w)
 
 
 def band_matrix(conv: nn.Conv2d, bands: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,9 +90,9 @@ def to_bands(x: torch.Tensor, groups: int) -> torch.Tensor:
     return xg.reshape(groups, c * f // groups, b * t)
 
 
-def from_bands(y: torch.Tensor, batch: int, channels: int, bands: int) -> torch.Tensor:
+def from_bands(y: torch.Tensor, batch: int, frames: int, channels: int, bands: int) -> torch.Tensor:
     """:func:`band_matrix`'s output (G, k C w, B T) -> (B, C, T, F)."""
-    y = y.reshape(bands, channels, -1, batch, y.shape[-1] // batch)  # (N, C, w, B, T)
+    y = y.reshape(bands, channels, -1, batch, frames)  # (N, C, w, B, T)
     return y.permute(3, 1, 4, 0, 2).flatten(3)  # (B, C, T, F)
 
 

@@ -95,7 +95,7 @@ class FrontLayer(nn.Module):
         mag = (spec.square().sum(-1, keepdim=True) + 1e-12).sqrt()  # (B, 257, T, 1)
         feat = torch.cat([mag, spec], dim=-1).permute(0, 2, 3, 1)  # (B, T, 3, 257)
         front = torch.matmul(feat, self.matrix)  # (B, T, 3, k F): column j F + f
-        return front.reshape(b, t, -1, self.bins).transpose(1, 2)  # (B, 3 k, T, F): channel c k + j
+        return _permute(front.reshape(b, t, -1, self.bins), 0, 2, 1, 3)  # (B, 3 k, T, F): channel c k + j
 
 
 class BandLayer(nn.Module):
@@ -112,7 +112,7 @@ class BandLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.matmul(self.matrix, fold.to_bands(x, self.groups)) + self.bias  # (G, k C_out w, B T)
-        return fold.from_bands(self.act(y), x.shape[0], self.channels, self.bands)  # (B, C_out, T, F)
+        return fold.from_bands(self.act(y), x.shape[0], x.shape[2], self.channels, self.bands)  # (B, C, T, F)
 
 
 class ConvLayer(nn.Module):
@@ -201,7 +201,8 @@ class DPGRNNLayer(nn.Module):
     def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         b, t, w, c = x.shape
         xi = _permute(x, 2, 0, 1, 3, shape=(w, b * t, c))  # (W, B T, C)
-        y, _ = self.intra_gru(torch.cat([xi, xi.index_select(0, self.reverse)], dim=-1))  # (W, B T, C)
+        h0 = xi.new_zeros(1, b * t, c)  # (1, B T, C): both directions' units
+        y, _ = self.intra_gru(torch.cat([xi, xi.index_select(0, self.reverse)], dim=-1), h0)  # (W, B T, C)
         y = self.intra_fc(torch.cat([y, y.index_select(0, self.reverse)], dim=-1))  # (W, B T, C)
         x = x + self.intra_ln(_permute(y, 1, 0, 2, shape=(b, t, w, c)))  # (B, T, W, C)
         y = _permute(x, 1, 0, 2, 3, shape=(t, b * w, c))  # (T, B W, C)
