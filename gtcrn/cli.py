@@ -231,7 +231,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                     "gets config.yaml, last.pt/best.pt, metrics.csv and train.log. Ctrl-C (SIGINT) "
                     "or a job scheduler's SIGTERM saves a resumable checkpoint and exits with status "
                     "130 or 143; continue with --resume. Multi-GPU / multi-node: torchrun "
-                    "--nproc_per_node N -m gtcrn.train --config ... (same options).")
+                    "--nproc_per_node N -m gtcrn.training --config ... (same options).")
     p.add_argument("--config", help="run config YAML (e.g. configs/gtcrn-g32.yaml); with --resume "
                                     "defaults to RUN_DIR/config.yaml")
     p.add_argument("--run-dir", help="output folder (default: runs/<config name>)")
@@ -247,7 +247,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from .audio import AudioError
     from .config import RunConfig
-    from .train import train
+    from .training import train
 
     if args.config:
         config_path = Path(args.config)
@@ -357,7 +357,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         if args.batch < 1:
             raise CLIError("--batch must be at least 1")
 
-        from .train import format_throughput, train_throughput
+        from .training import format_throughput, train_throughput
 
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         rows = [train_throughput(name, batch=args.batch, device=dev, threads=args.threads)
@@ -386,7 +386,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from .prepare import DEFAULT_SHARED_DIR, PrepareError, prepare_pool
+    from .training.prepare import DEFAULT_SHARED_DIR, PrepareError, prepare_pool
 
     try:
         manifest = prepare_pool(args.out, shared_dir=args.shared or DEFAULT_SHARED_DIR,

@@ -193,7 +193,7 @@ AMP_MODES = ("auto", "bf16", "fp16", "none")  # train.amp (see TrainConfig)
 
 @dataclass
 class DataConfig:
-    """Training and validation data (see :mod:`gtcrn.data`).
+    """Training and validation data (see :mod:`gtcrn.training.data`).
 
     Sources, combinable where it makes sense: ``manifest`` (JSONL or CSV; rows ``{path, kind}``
     feed on-the-fly mixing, rows ``{noisy, clean}`` are pairs; paths relative to the manifest's
@@ -267,7 +267,7 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation, schedule, precision, validation and logging (see :mod:`gtcrn.train`)."""
+    """Optimisation, schedule, precision, validation and logging (see :mod:`gtcrn.training.trainer`)."""
 
     seed: int = 0
     batch_size: int = 16  # per process
@@ -314,7 +314,7 @@ class TrainConfig:
     # Distillation: a teacher model spec (an official checkpoint path, "upstream:PATH",
     # "checkpoint:PATH" or a preset with shipped weights) run on the same noisy input.
     # loss = loss(est, clean) + teacher_weight * loss(est, teacher's output)
-    #        + feature_weight * normalised MSE between encoder features (see gtcrn.train).
+    #        + feature_weight * normalised MSE between encoder features (see gtcrn.training.trainer).
     teacher: str | None = None
     teacher_weight: float = 0.0
     feature_weight: float = 0.0

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Training-throughput benchmark and profiler for the GTCRN family.
 
-One training step is the trainer's own (``gtcrn.train._train_step``) on a random batch
+One training step is the trainer's own (``gtcrn.training.trainer._train_step``) on a random batch
 (B, N): STFT -> model -> hybrid loss (with the iSTFT) -> backward -> gradient clipping
 -> Adam step. Throughput is
 reported as seconds of audio trained per wall-clock second (B * N / 16000 / step
@@ -31,15 +31,15 @@ import torch
 import gtcrn
 from gtcrn.config import LossConfig, TrainConfig
 from gtcrn.kernels import use_cpu_kernels
-from gtcrn.losses import HybridLoss
 from gtcrn.stft import SAMPLE_RATE
-from gtcrn.train import _train_step
+from gtcrn.training.losses import HybridLoss
+from gtcrn.training.trainer import _train_step
 
 
 def make_step(preset: str, batch: int, samples: int, kernels: bool, seed: int = 0
               ) -> tuple[Callable[[], tuple[float, float]], str]:
     """Build model, optimiser and a fixed random batch; returns a function doing one step of
-    the trainer (``gtcrn.train._train_step``: STFT, model, hybrid loss with the iSTFT, backward,
+    the trainer (``gtcrn.training.trainer._train_step``: STFT, model, hybrid loss with the iSTFT, backward,
     gradient clipping, Adam) and returning its (wall-clock, process CPU) seconds."""
     torch.manual_seed(seed)
     model = gtcrn.GTCRN(gtcrn.ModelConfig.preset(preset)).train()

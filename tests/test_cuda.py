@@ -12,7 +12,7 @@ import yaml
 
 from gtcrn.config import RunConfig
 from gtcrn.deploy import to_deploy
-from gtcrn.train import train
+from gtcrn.training.trainer import train
 from tests.helpers import make_model, randomise_batchnorm
 from tests.test_data import write_pool
 
