@@ -3,8 +3,9 @@
 from .checkpoint import CheckpointError, load_model, load_upstream, save_checkpoint
 from .complexity import complexity
 from .config import ConfigError, ModelConfig
+from .deploy import to_deploy
 from .inference import enhance
-from .model import GTCRN, Decoder, Encoder
+from .nn import GTCRN, Decoder, Encoder
 from .stream import Streamer
 
 __all__ = [
@@ -20,5 +21,6 @@ __all__ = [
     "load_upstream",
     "save_checkpoint",
     "Streamer",
+    "to_deploy",
 ]
 __version__ = "0.1.0"

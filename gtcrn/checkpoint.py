@@ -21,7 +21,7 @@ import torch
 
 from .audio import publish
 from .config import PRESETS, ConfigError, ModelConfig
-from .model import GTCRN
+from .nn import GTCRN
 
 FORMAT = "gtcrn"
 VERSION = 1

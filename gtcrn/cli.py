@@ -153,7 +153,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 def _cmd_info(args: argparse.Namespace) -> int:
     from .complexity import complexity
     from .config import PRESETS, ModelConfig
-    from .model import GTCRN
+    from .nn import GTCRN
 
     spec = _model_spec(args)
     if spec is not None:
@@ -274,6 +274,9 @@ def _add_enhance(sub: argparse._SubParsersAction) -> None:
     _add_model_options(p, "the shipped gtcrn-g32", untrained=False)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where the model runs (auto: cuda when available)")
+    p.add_argument("--engine", choices=["auto", "onnx", "torch"], default="auto",
+                   help="what runs the model: onnxruntime or torch (auto: onnxruntime when installed "
+                        "and running on the CPU)")
     p.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
     p.add_argument("--plot", action="store_true",
                    help="also write <output stem>.png with noisy/enhanced spectrograms (needs matplotlib)")
@@ -330,11 +333,19 @@ def _cmd_enhance(args: argparse.Namespace) -> int:
             raise CLIError(f"no pretrained model is installed ({pretrained_path(DEFAULT_MODEL)} is "
                            f"missing); pass one with --model PATH or --model upstream:PATH") from None
     model = model.to(device)
+    if args.engine == "onnx" and device != "cpu":
+        raise CLIError("--engine onnx runs on the CPU; use --device cpu or --engine torch")
+    try:
+        from .engine import make_engine
+
+        engine = make_engine(model, args.engine)
+    except RuntimeError as exc:
+        raise CLIError(str(exc)) from None
     if args.output == "-":
-        return _enhance_to_stdout(args, model)
+        return _enhance_to_stdout(args, model, engine)
     if corpus:
-        return _enhance_corpus(args, model, shard)
-    return _enhance_batch(args, model, args.output)
+        return _enhance_corpus(args, model, shard, engine)
+    return _enhance_batch(args, model, args.output, engine)
 
 
 def _check_corpus_job(args: argparse.Namespace) -> None:
@@ -347,7 +358,7 @@ def _check_corpus_job(args: argparse.Namespace) -> None:
         raise CLIError("--plot draws each file's own spectra: not with --batch-seconds")
 
 
-def _enhance_corpus(args: argparse.Namespace, model, shard: tuple[int, int] | None) -> int:
+def _enhance_corpus(args: argparse.Namespace, model, shard: tuple[int, int] | None, engine) -> int:
     from pathlib import Path
 
     from .corpus import MANIFEST_NAME, enhance_corpus
@@ -364,7 +375,7 @@ def _enhance_corpus(args: argparse.Namespace, model, shard: tuple[int, int] | No
                                 skip_existing=args.skip_existing or (resume and not args.overwrite),
                                 output_rate=args.output_rate, attenuation_limit=args.attenuation_limit,
                                 plot=args.plot, progress=None, report=_reporter("enhance", "error"),
-                                warn=_reporter("enhance", "warning"))
+                                warn=_reporter("enhance", "warning"), engine=engine)
     except EnhanceUsageError as exc:
         raise CLIError(str(exc)) from None
     summary = _summary(result, start)
@@ -396,7 +407,7 @@ def _summary(batch: BatchResult, start: float) -> str:
     return summary
 
 
-def _enhance_batch(args: argparse.Namespace, model, output) -> int:
+def _enhance_batch(args: argparse.Namespace, model, output, engine) -> int:
     from .inference import EnhanceUsageError, enhance_paths
 
     start = time.perf_counter()
@@ -404,7 +415,8 @@ def _enhance_batch(args: argparse.Namespace, model, output) -> int:
         batch = enhance_paths(args.inputs, output, model, overwrite=args.overwrite,
                               skip_existing=args.skip_existing, output_rate=args.output_rate,
                               attenuation_limit=args.attenuation_limit, plot=args.plot, progress=None,
-                              report=_reporter("enhance", "error"), warn=_reporter("enhance", "warning"))
+                              report=_reporter("enhance", "error"), warn=_reporter("enhance", "warning"),
+                              engine=engine)
     except EnhanceUsageError as exc:
         raise CLIError(str(exc)) from None
     print(f"gtcrn enhance: {_summary(batch, start)}", file=sys.stderr)
@@ -422,7 +434,7 @@ def _check_stdout_job(args: argparse.Namespace) -> None:
         raise CLIError("-o -: standard output is a terminal; redirect it to a file or a pipe")
 
 
-def _enhance_to_stdout(args: argparse.Namespace, model) -> int:
+def _enhance_to_stdout(args: argparse.Namespace, model, engine) -> int:
     """One input to WAV on standard output: enhanced into a private temporary folder (removed
     whatever happens), then copied out."""
     import shutil
@@ -431,7 +443,7 @@ def _enhance_to_stdout(args: argparse.Namespace, model) -> int:
 
     with tempfile.TemporaryDirectory(prefix="gtcrn-enhance-") as tmp:
         out = Path(tmp) / "enhanced.wav"
-        status = _enhance_batch(args, model, out)
+        status = _enhance_batch(args, model, out, engine)
         if status == 0:
             sys.stdout.flush()
             with open(out, "rb") as fh:
@@ -450,7 +462,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                     "folder gets config.yaml, last.pt/best.pt, metrics.csv and train.log. Ctrl-C (SIGINT) "
                     "or a job scheduler's SIGTERM saves a resumable checkpoint and exits with status "
                     "130 or 143; continue with --resume. Multi-GPU / multi-node: torchrun "
-                    "--nproc_per_node N -m gtcrn.train --config ... (same options).")
+                    "--nproc_per_node N -m gtcrn.training --config ... (same options).")
     p.add_argument("--config", help="run config YAML (e.g. configs/gtcrn-g32.yaml); with --resume "
                                     "defaults to RUN_DIR/config.yaml")
     p.add_argument("--run-dir", help="output folder (default: runs/<config name>)")
@@ -466,7 +478,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from .audio import AudioError
     from .config import RunConfig
-    from .train import train
+    from .training import train
 
     if args.config:
         config_path = Path(args.config)
@@ -502,16 +514,18 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export", help="export the streaming step to ONNX",
         description="Export one streaming step (STFT frame + state in, enhanced frame + new state out) "
-                    "to ONNX; see gtcrn.export and scripts/onnx_stream_example.py for a numpy + "
-                    "onnxruntime streaming loop. Needs the onnx extra (onnx, onnxruntime).")
+                    "to ONNX, or with --chunk a graph over any number of frames (state in and out); "
+                    "see gtcrn.deploy.onnx and scripts/onnx_stream_example.py for a numpy + "
+                    "onnxruntime streaming loop.")
     _add_model_options(p, "the shipped gtcrn-g32")
     p.add_argument("-o", "--output", required=True, metavar="ONNX", help="output .onnx file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    p.add_argument("--generic", action="store_true",
-                   help="trace model.step with torch.onnx instead of building the optimised graph")
+    p.add_argument("--chunk", action="store_true",
+                   help="export the chunk graph (spec (1, 257, T, 2) + state) instead of the step")
+    p.add_argument("--generic", action="store_true", help=argparse.SUPPRESS)  # no effect: one exporter now
     p.add_argument("--no-verify", action="store_true",
-                   help="skip the onnxruntime check against model.step (1e-4)")
+                   help="skip the onnxruntime check against the torch model (1e-4)")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -531,11 +545,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
         require("onnxruntime", "onnx", "checking the ONNX export (skip it with --no-verify)")
     model = _load(_model_spec(args) or DEFAULT_MODEL)
     try:
-        path = export_onnx(model, out, opset=args.opset, optimize=not args.generic,
-                           verify=not args.no_verify)
+        path = export_onnx(model, out, opset=args.opset, verify=not args.no_verify, chunk=args.chunk)
     except (ExportError, OSError) as exc:
         raise CLIError(str(exc)) from None
-    print(f"{path}: streaming step exported (opset {args.opset})")
+    print(f"{path}: {'chunk graph' if args.chunk else 'streaming step'} exported (opset {args.opset})")
     return 0
 
 
@@ -559,8 +572,6 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--official-onnx", metavar="PATH",
                    help="the official streaming gtcrn.onnx (default: ../shared/upstream-gtcrn/gtcrn.onnx "
                         "when present)")
-    p.add_argument("--compare-generic", action="store_true",
-                   help="also time the generic torch.onnx export of each model")
     p.add_argument("--train", action="store_true",
                    help="instead: training throughput (seconds of audio trained per second; fwd + bwd + "
                         "Adam on batch 16 x 4 s) on the CPU, and on the GPU when there is one (presets)")
@@ -595,7 +606,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             raise CLIError(f"--train times presets (the weights do not matter); not presets: "
                            f"{', '.join(unknown)}")
 
-        from .train import format_throughput, train_throughput
+        from .training import format_throughput, train_throughput
 
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         rows = [train_throughput(name, batch=args.batch, device=dev, threads=args.threads)
@@ -607,7 +618,6 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         raise CLIError(f"--official-onnx: {official}: no such file")
     result = run_benchmark(models, seconds=args.seconds, frames=args.frames,
                            memory_minutes=args.memory_minutes, official_onnx=official,
-                           compare_generic=args.compare_generic,
                            log=lambda msg: print(f"[benchmark] {msg}", file=sys.stderr, flush=True))
     print(format_markdown(result))
     return 0
@@ -616,7 +626,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 # ---- prepare ----------------------------------------------------------------------------------
 
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
-    from .prepare import DEBIAN_DOWNLOAD_GB
+    from .training.prepare import DEBIAN_DOWNLOAD_GB
 
     p = sub.add_parser(
         "prepare", help="build a train/dev pool of real recordings for training",
@@ -639,7 +649,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from .prepare import PrepareError, prepare_pool
+    from .training.prepare import PrepareError, prepare_pool
 
     try:
         manifest = prepare_pool(args.out, shared_dir=args.shared, use_shared=not args.no_shared,

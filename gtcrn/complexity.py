@@ -1,9 +1,8 @@
 """Model size and compute per second of audio.
 
 Counting rules (one multiply-accumulate = one MAC), measured with forward
-hooks while the model enhances one second of 16 kHz audio, then scaled to
-exactly 62.5 frames per second (on the plain modules: the fused training fast path of
-:mod:`gtcrn.modules` computes the same layers without calling them):
+hooks on the plain modules (:mod:`gtcrn.nn`) while the model enhances one second of 16 kHz
+audio, then scaled to exactly 62.5 frames per second:
 
 * ``Conv2d``: output elements x (in_channels / groups) x kernel area, plus one
   per output element for the bias.
@@ -30,7 +29,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from .modules import fast_path
 from .stft import FRAMES_PER_SECOND, SAMPLE_RATE, stft
 
 
@@ -99,9 +97,7 @@ def macs_per_second(model: nn.Module, breakdown: bool = False) -> float | tuple[
         param = next(model.parameters())
         wav = torch.zeros(1, SAMPLE_RATE, device=param.device, dtype=param.dtype)
         spec = stft(wav)  # (1, 257, T, 2)
-        # The fused fast path computes the same layers without calling the modules the hooks
-        # watch; count on the plain modules.
-        with torch.no_grad(), fast_path(False):
+        with torch.no_grad():
             model(spec)
     finally:
         for h in handles:

@@ -227,7 +227,7 @@ AMP_MODES = ("auto", "bf16", "fp16", "none")  # train.amp (see TrainConfig)
 
 @dataclass
 class DataConfig:
-    """Training and validation data (see :mod:`gtcrn.data`).
+    """Training and validation data (see :mod:`gtcrn.training.data`).
 
     Sources, combinable where it makes sense: ``manifest`` (JSONL or CSV; rows ``{path, kind}``
     feed on-the-fly mixing, rows ``{noisy, clean}`` are pairs; paths relative to the manifest's
@@ -301,7 +301,7 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation, schedule, precision, validation and logging (see :mod:`gtcrn.train`)."""
+    """Optimisation, schedule, precision, validation and logging (see :mod:`gtcrn.training.trainer`)."""
 
     seed: int = 0
     batch_size: int = 16  # per process
@@ -323,6 +323,9 @@ class TrainConfig:
     amp: str = "auto"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # CPU threads per process; 0 = torch's default
+    # Train on the CPU with the fast forms of the slow modules (gtcrn.kernels: GRU scan, PReLU and
+    # depthwise backward, polyphase deconv, band stem and 1x1 convs as matmuls); same function.
+    cpu_kernels: bool = True
     validate_every: int = 1  # epochs
     validate_before: bool = False  # also score the untrained model (row epoch 0 of metrics.csv)
     dev_metrics: list[str] = field(default_factory=lambda: ["pesq_wb", "stoi", "si_sdr"])
@@ -349,7 +352,7 @@ class TrainConfig:
     # Distillation: a teacher model spec (an official checkpoint path, "upstream:PATH",
     # "checkpoint:PATH" or a preset with shipped weights) run on the same noisy input.
     # loss = loss(est, clean) + teacher_weight * loss(est, teacher's output)
-    #        + feature_weight * normalised MSE between encoder features (see gtcrn.train).
+    #        + feature_weight * normalised MSE between encoder features (see gtcrn.training.trainer).
     teacher: str | None = None
     teacher_weight: float = 0.0
     feature_weight: float = 0.0

@@ -76,6 +76,7 @@ import torch
 from torch import nn
 
 from .audio import AudioError, one_line, open_audio, sf_path
+from .engine import Engine
 from .inference import (
     BLOCK_SIZE,
     CHUNK_FRAMES,
@@ -84,8 +85,8 @@ from .inference import (
     _attenuation_mix,
     _eval_mode,
     _FileProgress,
+    _model_and_engine,
     _Resampler,
-    default_model,
     enhance_file,
     plan_jobs,
     plot_path,
@@ -457,7 +458,7 @@ def enhance_streams(model: nn.Module, streams: Sequence[np.ndarray], max_frames:
                 tails[r] = enhanced[r, :, t - seen].detach().clone()  # (257, 2)
         seen += count
 
-    streamer = Streamer(model, max_frames=max_frames, on_spectra=keep_last_frames)
+    streamer = Streamer(model, max_frames=max_frames, on_spectra=keep_last_frames, engine="torch")
     with _eval_mode(model):
         out = np.concatenate([streamer.feed(batch), streamer.flush()], axis=1)  # (R, L + 256)
     results = []
@@ -584,7 +585,7 @@ def enhance_corpus(inputs: Sequence[str | Path], output: str | Path | None = Non
                    attenuation_limit: float | None = None, plot: bool = False,
                    progress: bool | None = None, report: Callable[[str], None] | None = None,
                    warn: Callable[[str], None] | None = None, chunk_frames: int = CHUNK_FRAMES,
-                   block_size: int = BLOCK_SIZE) -> CorpusResult:
+                   block_size: int = BLOCK_SIZE, engine: str | Engine = "auto") -> CorpusResult:
     """Enhance this process's shard of a corpus, resumably, optionally in batches.
 
     Inputs and output naming as :func:`gtcrn.inference.enhance_paths`. ``shard``: ``(I, N)``
@@ -594,6 +595,8 @@ def enhance_corpus(inputs: Sequence[str | Path], output: str | Path | None = Non
     :func:`part_path` when ``N > 1``), keeping the lines of a previous run for the outputs it
     made. ``batch_seconds``: enhance files of similar length together, at most that many
     seconds of padded 16 kHz audio per batch (see the module docstring; not with ``plot``).
+    ``engine`` (:mod:`gtcrn.engine`) enhances the files taken one at a time; it is built once.
+    Batches run on the torch engine, whose streams may be any number.
 
     Arguments that name nothing (no such file, a pattern that matches nothing, a folder
     without audio) are reported by every shard and recorded by none. A failing file is
@@ -606,7 +609,7 @@ def enhance_corpus(inputs: Sequence[str | Path], output: str | Path | None = Non
         raise ValueError(f"batch_seconds must be positive, got {batch_seconds}")
     if plot and batch_seconds is not None:
         raise ValueError("plot draws each file's own streamer's spectra: not with batch_seconds")
-    model = default_model() if model is None else model
+    model, runner = _model_and_engine(model, engine)
     _attenuation_mix(attenuation_limit)
     shard = check_shard(shard) if shard is not None else None
     index, count = shard or (0, 1)
@@ -705,7 +708,7 @@ def enhance_corpus(inputs: Sequence[str | Path], output: str | Path | None = Non
                                           attenuation_limit=attenuation_limit, overwrite=overwrite,
                                           plot=plot, chunk_frames=chunk_frames, block_size=block_size,
                                           on_progress=None if enhancer is not None else advance,
-                                          enhancer=enhancer)
+                                          enhancer=enhancer, engine=runner)
                 except AudioError as exc:
                     result = FileResult(job.source, job.output, one_line(exc))
                 except Exception as exc:  # keep going over the other files

@@ -36,7 +36,7 @@ from .audio import AudioError, one_line, read_audio, resample, write_audio
 from .checkpoint import model_from_spec, split_spec
 from .extras import install_hint
 from .metrics import METRIC_KEYS, compute_metrics, dnsmos, dnsmos_available
-from .model import GTCRN
+from .nn import GTCRN
 from .stft import SAMPLE_RATE
 
 NOISY = "noisy"

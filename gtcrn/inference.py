@@ -1,8 +1,9 @@
 """Enhancement of arrays and audio files with a GTCRN model.
 
 Three layers over :class:`gtcrn.stream.Streamer` (chunks of STFT frames with the
-model's explicit state; the output equals ``model.enhance_waveform`` of the whole
-signal to float rounding):
+model's explicit state, run by the engine chosen once by name, see
+:mod:`gtcrn.engine`; the output equals ``model.enhance_waveform`` of the
+whole signal to float rounding):
 
 * :class:`EnhancePipeline` adds streaming resampling (``soxr.ResampleStream``)
   from any input rate to 16 kHz and back to the output rate, the attenuation
@@ -55,6 +56,7 @@ from .audio import (
     sf_path,
     without_peak_chunk,
 )
+from .engine import Engine, make_engine
 from .extras import MissingExtraError, install_hint
 from .stft import HOP, N_FREQS, SAMPLE_RATE
 from .stream import SpectraHook, Streamer
@@ -76,6 +78,7 @@ class NoPretrainedModelError(checkpoint.CheckpointError):
 # ---- default model -----------------------------------------------------------------------------
 
 _DEFAULT_MODEL: nn.Module | None = None
+_DEFAULT_ENGINES: dict[str, tuple[nn.Module, Engine]] = {}  # name -> (the model it was built from, engine)
 _DEFAULT_LOCK = threading.Lock()
 
 
@@ -94,6 +97,22 @@ def default_model() -> nn.Module:
                 )
             _DEFAULT_MODEL = checkpoint.load_model(DEFAULT_MODEL)
         return _DEFAULT_MODEL
+
+
+def _model_and_engine(model: nn.Module | None, engine: str | Engine) -> tuple[nn.Module, Engine]:
+    """``model`` (default: :func:`default_model`) and its engine; the shipped model's engines are
+    built once per name, with the model they were built from."""
+    if model is not None:
+        return model, make_engine(model, engine)
+    model = default_model()
+    if not isinstance(engine, str):
+        return model, engine
+    with _DEFAULT_LOCK:
+        owner, runner = _DEFAULT_ENGINES.get(engine, (None, None))
+        if owner is not model or runner is None:
+            runner = make_engine(model, engine)
+            _DEFAULT_ENGINES[engine] = (model, runner)
+        return model, runner
 
 
 @contextlib.contextmanager
@@ -163,14 +182,15 @@ class EnhancePipeline:
 
     def __init__(self, model: nn.Module, channels: int, rate_in: int, rate_out: int | None = None,
                  attenuation_limit: float | None = None, chunk_frames: int = CHUNK_FRAMES,
-                 on_spectra: SpectraHook | None = None, enhancer: Enhancer | None = None) -> None:
+                 on_spectra: SpectraHook | None = None, enhancer: Enhancer | None = None,
+                 engine: str | Engine = "auto") -> None:
         rate_out = rate_in if rate_out is None else rate_out
         if rate_in <= 0 or rate_out <= 0:
             raise ValueError(f"sample rates must be positive, got {rate_in} -> {rate_out}")
         self.channels, self.rate_in, self.rate_out = channels, int(rate_in), int(rate_out)
         self.mix = _attenuation_mix(attenuation_limit)
         self.enhancer = enhancer if enhancer is not None else \
-            Streamer(model, max_frames=chunk_frames, on_spectra=on_spectra)
+            Streamer(model, max_frames=chunk_frames, on_spectra=on_spectra, engine=engine)
         self._down = _Resampler(self.rate_in, SAMPLE_RATE, channels)
         self._up = _Resampler(SAMPLE_RATE, self.rate_out, channels)
         self._noisy = _Resampler(self.rate_in, self.rate_out, channels) if self.mix is not None else None
@@ -265,7 +285,7 @@ def _channels_last(shape: tuple[int, ...], channels_last: bool | None) -> bool:
 
 def enhance(audio: ArrayLike, sample_rate: int, model: nn.Module | None = None,
             attenuation_limit: float | None = None, *, channels_last: bool | None = None,
-            chunk_frames: int = CHUNK_FRAMES) -> ArrayLike:
+            chunk_frames: int = CHUNK_FRAMES, engine: str | Engine = "auto") -> ArrayLike:
     """Enhance ``audio`` (numpy array or torch tensor: (samples,), (channels, samples), or
     soundfile's (samples, channels)) at any rate.
 
@@ -274,8 +294,9 @@ def enhance(audio: ArrayLike, sample_rate: int, model: nn.Module | None = None,
     independently. A 2-D array's layout is recognised (the channels are the short axis,
     at most 64 of them; ``sf.read`` output works as it is), or set by ``channels_last``;
     an ambiguous shape raises ``ValueError``. ``model=None`` uses the shipped default
-    model (:func:`default_model`, cached). ``attenuation_limit`` (dB): see the module
-    docstring. Not differentiable.
+    model (:func:`default_model`, cached, with its engines). ``attenuation_limit`` (dB): see
+    the module docstring. ``engine``: ``"auto"``, ``"onnx"``, ``"torch"`` or an engine object
+    (:mod:`gtcrn.engine`). Not differentiable.
     """
     if isinstance(sample_rate, bool) or int(sample_rate) != sample_rate or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
@@ -298,10 +319,10 @@ def enhance(audio: ArrayLike, sample_rate: int, model: nn.Module | None = None,
     if x2.size == 0:
         y = x2.copy()
     else:
-        model = default_model() if model is None else model
+        model, runner = _model_and_engine(model, engine)
         with _eval_mode(model):
             pipe = EnhancePipeline(model, x2.shape[0], sample_rate, sample_rate, attenuation_limit,
-                                   chunk_frames)
+                                   chunk_frames, engine=runner)
             out = np.concatenate([pipe.feed(np.ascontiguousarray(x2.T)), pipe.flush()])  # (N, C)
         y = np.ascontiguousarray(out.T)  # (C, N)
     y = y[0] if arr.ndim == 1 else y  # (N,) or (C, N)
@@ -436,7 +457,7 @@ def enhance_file(source: str | Path, output: str | Path, model: nn.Module, *,
                  output_rate: int | None = None, attenuation_limit: float | None = None,
                  overwrite: bool = False, plot: bool = False, chunk_frames: int = CHUNK_FRAMES,
                  block_size: int = BLOCK_SIZE, on_progress: Callable[[int, int], None] | None = None,
-                 enhancer: Enhancer | None = None) -> FileResult:
+                 enhancer: Enhancer | None = None, engine: str | Engine = "auto") -> FileResult:
     """Enhance one file to ``output`` block by block (memory independent of the file's length).
 
     The output keeps the input's channels, subtype (when its format can hold it, see
@@ -448,6 +469,7 @@ def enhance_file(source: str | Path, output: str | Path, model: nn.Module, *,
     The result's ``warnings`` say how many samples were clipped where the output's sample
     format cannot hold values beyond full scale. ``enhancer``: what enhances the 16 kHz
     signal instead of a new :class:`gtcrn.stream.Streamer` of ``model`` (no ``plot`` then).
+    ``engine``: a name or an engine object (:mod:`gtcrn.engine`).
     """
     source, output = Path(source), Path(output)
     if plot and enhancer is not None:
@@ -475,7 +497,7 @@ def enhance_file(source: str | Path, output: str | Path, model: nn.Module, *,
             expected = int(reader.frames * SAMPLE_RATE / rate_in) // HOP + 1
             spectra = SpectrogramAccumulator(expected)
         pipe = EnhancePipeline(model, channels, rate_in, rate_out, attenuation_limit, chunk_frames,
-                               spectra, enhancer=enhancer)
+                               spectra, enhancer=enhancer, engine=engine)
         try:
             created = _make_parents(output.parent)
         except OSError as exc:
@@ -745,7 +767,7 @@ def enhance_paths(inputs: Sequence[str | Path], output: str | Path | None = None
                   attenuation_limit: float | None = None, plot: bool = False,
                   progress: bool | None = None, report: Callable[[str], None] | None = None,
                   warn: Callable[[str], None] | None = None, chunk_frames: int = CHUNK_FRAMES,
-                  block_size: int = BLOCK_SIZE) -> BatchResult:
+                  block_size: int = BLOCK_SIZE, engine: str | Engine = "auto") -> BatchResult:
     """Enhance files, folders and globs (see :func:`plan_jobs` for naming), one file at a time.
 
     A failing file is reported through ``report(one line naming the file)`` and the batch
@@ -755,10 +777,11 @@ def enhance_paths(inputs: Sequence[str | Path], output: str | Path | None = None
     ``progress`` shows a tqdm bar (audio seconds, file count) on stderr; ``None``: when
     stderr is a terminal. Raises :class:`EnhanceUsageError` when the output cannot take the
     inputs.
+    ``engine`` (a name or an engine object, :mod:`gtcrn.engine`) is built once for all the files.
     """
     from tqdm import tqdm
 
-    model = default_model() if model is None else model
+    model, runner = _model_and_engine(model, engine)
     _attenuation_mix(attenuation_limit)
     jobs = plan_jobs(inputs, output)
     if progress is None:
@@ -787,7 +810,7 @@ def enhance_paths(inputs: Sequence[str | Path], output: str | Path | None = None
                     result = enhance_file(job.source, job.output, model, output_rate=output_rate,
                                           attenuation_limit=attenuation_limit, overwrite=overwrite,
                                           plot=plot, chunk_frames=chunk_frames, block_size=block_size,
-                                          on_progress=advance)
+                                          on_progress=advance, engine=runner)
                 except AudioError as exc:
                     result = FileResult(job.source, job.output, one_line(exc))
                 except Exception as exc:  # keep going over the other files

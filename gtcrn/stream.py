@@ -1,9 +1,10 @@
 """Real-time streaming enhancement with bounded memory.
 
-:class:`Streamer` wraps a :class:`gtcrn.GTCRN` and its explicit state
-(``model.init_state`` / ``model.forward_stateful``): the very same module
-weights as offline enhancement, no second copy. Audio goes in as chunks of any
-size (one sample to minutes) and comes out as soon as it is final::
+:class:`Streamer` runs a :class:`gtcrn.GTCRN` with its explicit state through an engine chosen
+once, by name (:mod:`gtcrn.engine`: ``"onnx"``, onnxruntime on the model's chunk graph,
+when it is installed and the model is a float32 CPU model; otherwise ``"torch"``, the deploy form
+in torch). Audio goes in as chunks of any size (one sample to minutes) and comes out as soon as it
+is final::
 
     streamer = Streamer(model)
     for chunk in chunks:            # numpy or torch, (n,) or (channels, n), 16 kHz
@@ -24,7 +25,8 @@ The concatenation of every ``feed`` output and the ``flush`` output equals
   (including the edge segments covered by a single frame), dropping the first
   256 samples of the padded output and trimming to N;
 * the model is causal with explicit state, so running T frames in one
-  ``forward_stateful`` call or frame by frame gives the same result.
+  call or frame by frame gives the same result; the engines compute the plain
+  model's function (to float32 rounding, checked in the tests).
 
 Signals of 256 samples or fewer (where ``torch.stft``'s reflect padding is
 undefined) use numpy's reflect padding (``np.pad(x, 256, mode="reflect")``,
@@ -58,12 +60,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from .engine import Engine, make_engine
 from .stft import HOP, N_FFT, window
 
 ArrayLike = np.ndarray | torch.Tensor
 
 PAD = N_FFT // 2  # 256: the centre padding of torch.stft / torch.istft
-DEFAULT_MAX_FRAMES = 1024  # frames per forward_stateful call when a chunk brings more (~16 s)
+DEFAULT_MAX_FRAMES = 1024  # frames per engine call when a chunk brings more (~16 s)
 
 # Called after each model call with (noisy, enhanced) spectra, both (B, 257, K, 2), e.g. for plots.
 SpectraHook = Callable[[torch.Tensor, torch.Tensor], None]
@@ -79,18 +82,20 @@ class Streamer:
     """Chunk-by-chunk enhancement equal to the offline ``model.enhance_waveform``.
 
     ``frames_per_call``: ``None`` (default) runs every frame a chunk makes
-    available in one ``forward_stateful`` call (up to ``max_frames`` per call);
-    an integer ``k`` runs exactly ``k`` frames per call when possible (``1`` =
-    strict frame-by-frame ``model.step``, for latency measurements; leftover
-    frames wait for the next chunk, or for ``flush``).
+    available in one engine call (up to ``max_frames`` per call); an integer
+    ``k`` runs exactly ``k`` frames per call when possible (``1`` = strict
+    frame-by-frame steps, for latency measurements; leftover frames wait for
+    the next chunk, or for ``flush``).
 
     Input: numpy array or torch tensor of float samples at 16 kHz, 1-D (mono)
     or 2-D ``(channels, n)`` (the channels run as a batch). Output: float32 of
     the same kind (numpy or torch) and layout, ``(m,)`` or ``(channels, m)``.
     The number of channels is fixed by the first ``feed`` of a stream. The
-    model is used as it is (put it in eval mode, as for ``enhance_waveform``);
-    several streamers may share one model. The model runs in its own float
-    dtype (float64 models too); outputs are float32.
+    engine is built from the model's weights when the streamer is made (its
+    eval-mode function); ``engine`` is ``"auto"``, ``"onnx"``, ``"torch"`` or an
+    engine object (:func:`gtcrn.engine.make_engine`) to share between
+    streamers. The torch engine runs in the model's own device and float dtype
+    (float64 models too); outputs are float32.
 
     ``on_spectra(noisy, enhanced)`` (both ``(B, 257, K, 2)``) is called after
     every model call with the frames it processed, in order: together they are
@@ -99,7 +104,8 @@ class Streamer:
     """
 
     def __init__(self, model: nn.Module, frames_per_call: int | None = None,
-                 max_frames: int = DEFAULT_MAX_FRAMES, on_spectra: SpectraHook | None = None) -> None:
+                 max_frames: int = DEFAULT_MAX_FRAMES, on_spectra: SpectraHook | None = None,
+                 engine: str | Engine = "auto") -> None:
         if frames_per_call is not None and frames_per_call < 1:
             raise ValueError("frames_per_call must be a positive integer or None")
         if max_frames < 1:
@@ -108,9 +114,11 @@ class Streamer:
         self.frames_per_call = frames_per_call
         self.max_frames = max_frames if frames_per_call is None else frames_per_call
         self.on_spectra = on_spectra
+        self.engine = make_engine(model, engine)
         param = next(model.parameters(), None)
-        self.device = param.device if param is not None else torch.device("cpu")
-        self.dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        on_model = self.engine.name == "torch" and param is not None
+        self.device = param.device if on_model else torch.device("cpu")
+        self.dtype = param.dtype if on_model and param.is_floating_point() else torch.float32
         self._win = window(self.device, self.dtype)  # (512,)
         sq = self._win**2  # (512,)
         # Overlap-added squared window: a hop covered by two frames, or only by a frame's second half.
@@ -125,7 +133,7 @@ class Streamer:
         self._channels: int | None = None
         self._mono = True
         self._numpy = True
-        self._state: list[torch.Tensor] | None = None
+        self._state: dict[str, torch.Tensor] | None = None
         self._head = torch.zeros(0)  # raw samples before the first frame could be built
         self._buf = torch.zeros(0)  # (B, n) padded-signal samples from frame `_next` * 256 on
         self._last = torch.zeros(0)  # (B, <= 257) the last raw samples (for the end reflection)
@@ -150,7 +158,7 @@ class Streamer:
 
     def state_numel(self) -> int:
         """Number of values held between calls (model state + buffers); bounded, not growing."""
-        tensors = [self._head, self._buf, self._last, self._tail, *(self._state or [])]
+        tensors = [self._head, self._buf, self._last, self._tail, *(self._state or {}).values()]
         return int(sum(t.numel() for t in tensors))
 
     def feed(self, samples: ArrayLike) -> ArrayLike:
@@ -214,7 +222,7 @@ class Streamer:
             empty = x.new_zeros(x.shape[0], 0)  # (B, 0)
             self._head, self._buf, self._last = empty, empty, empty
             self._tail = x.new_zeros(x.shape[0], HOP)  # (B, 256)
-            self._state = self.model.init_state(x.shape[0], device=self.device, dtype=self.dtype)
+            self._state = self.engine.init_state(x.shape[0], self.device, self.dtype)
         elif x.shape[0] != self._channels or mono != self._mono:
             raise ValueError(f"this stream has {self._channels} channel(s) "
                              f"({'mono 1-D' if self._mono else '2-D'}); got shape {tuple(x.shape)}")
@@ -250,7 +258,7 @@ class Streamer:
         spec = torch.fft.rfft(frames * self._win, dim=-1)  # (B, count, 257) complex
         spec = torch.view_as_real(spec).permute(0, 2, 1, 3)  # (B, 257, count, 2)
         spec = spec.contiguous()
-        out, self._state = self.model.forward_stateful(spec, self._state)  # (B, 257, count, 2)
+        out, self._state = self.engine(spec, self._state)  # (B, 257, count, 2)
         if self.on_spectra is not None:
             self.on_spectra(spec, out)
         out_c = torch.view_as_complex(out.permute(0, 2, 1, 3).contiguous())  # (B, count, 257)

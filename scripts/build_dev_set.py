@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from gtcrn.audio import resample, write_audio
-from gtcrn.data import load_mono_16k, measured_rir, read_manifest, reverberate
+from gtcrn.training.data import load_mono_16k, measured_rir, read_manifest, reverberate
 
 RATE = 16000
 TELEPHONE_RATE = 8000

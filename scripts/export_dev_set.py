@@ -13,8 +13,8 @@ from pathlib import Path
 
 from gtcrn.audio import write_audio
 from gtcrn.config import RunConfig
-from gtcrn.data import build_run_data
 from gtcrn.stft import SAMPLE_RATE
+from gtcrn.training.data import build_run_data
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build the train/dev pool of real recordings: a thin wrapper around gtcrn.prepare.prepare_pool.
+"""Build the train/dev pool of real recordings: a thin wrapper around gtcrn.training.prepare.prepare_pool.
 
 Example: python scripts/prepare_data.py --out data/pool
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gtcrn.prepare import PrepareError, prepare_pool  # noqa: E402
+from gtcrn.training.prepare import PrepareError, prepare_pool  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

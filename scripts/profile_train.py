@@ -1,16 +1,16 @@
 #!/usr/bin/env python
 """Training-throughput benchmark and profiler for the GTCRN family.
 
-One training step is the trainer's own (``gtcrn.train._train_step``) on a random batch
+One training step is the trainer's own (``gtcrn.training.trainer._train_step``) on a random batch
 (B, N): STFT -> model -> hybrid loss (with the iSTFT) -> backward -> gradient clipping
 -> Adam step. Throughput is
 reported as seconds of audio trained per wall-clock second (B * N / 16000 / step
 time), median over steps; the process CPU time per thread is printed too (less
 sensitive to other processes on a shared machine).
 
-With ``--ab`` the fast path (``gtcrn.modules.set_fast_path``) and the plain
-modules are timed in the same process, alternating, which is the only fair
-comparison on a shared machine.
+With ``--ab`` the CPU training kernels (``gtcrn.kernels.use_cpu_kernels``, the trainer's
+``train.cpu_kernels``) and the plain modules are timed in the same process, alternating,
+which is the only fair comparison on a shared machine.
 
 Examples::
 
@@ -29,20 +29,22 @@ from collections.abc import Callable
 import torch
 
 import gtcrn
-from gtcrn import modules
 from gtcrn.config import LossConfig, TrainConfig
-from gtcrn.losses import HybridLoss
+from gtcrn.kernels import use_cpu_kernels
 from gtcrn.stft import SAMPLE_RATE
-from gtcrn.train import _train_step
+from gtcrn.training.losses import HybridLoss
+from gtcrn.training.trainer import _train_step
 
 
-def make_step(preset: str, batch: int, samples: int, seed: int = 0
+def make_step(preset: str, batch: int, samples: int, kernels: bool, seed: int = 0
               ) -> tuple[Callable[[], tuple[float, float]], str]:
     """Build model, optimiser and a fixed random batch; returns a function doing one step of
-    the trainer (``gtcrn.train._train_step``: STFT, model, hybrid loss with the iSTFT, backward,
+    the trainer (``gtcrn.training.trainer._train_step``: STFT, model, hybrid loss with the iSTFT, backward,
     gradient clipping, Adam) and returning its (wall-clock, process CPU) seconds."""
     torch.manual_seed(seed)
     model = gtcrn.GTCRN(gtcrn.ModelConfig.preset(preset)).train()
+    if kernels:
+        use_cpu_kernels(model)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     noisy = torch.randn(batch, samples) * 0.1  # (B, N)
     clean = torch.randn(batch, samples) * 0.1  # (B, N)
@@ -68,7 +70,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per repetition")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--reps", type=int, default=1, help="repetitions (alternating with --ab)")
-    parser.add_argument("--ab", action="store_true", help="A/B: fast path vs plain modules")
+    parser.add_argument("--ab", action="store_true", help="A/B: CPU kernels vs plain modules")
     parser.add_argument("--plain", action="store_true", help="time the plain modules only")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler top-20 table")
     args = parser.parse_args()
@@ -76,22 +78,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     samples = int(args.seconds * SAMPLE_RATE)
     audio_s = args.batch * samples / SAMPLE_RATE
-    step, loss_name = make_step(args.preset, args.batch, samples)
+    names = ["fast", "plain"] if args.ab else ["plain" if args.plain else "fast"]
+    steps = {name: make_step(args.preset, args.batch, samples, kernels=name == "fast")[0] for name in names}
     print(f"preset={args.preset} batch={args.batch}x{args.seconds:g}s threads={args.threads} "
-          f"loss={loss_name} torch={torch.__version__}")
+          f"loss=HybridLoss torch={torch.__version__}")
 
-    variants = [("fast", True), ("plain", False)] if args.ab else [
-        ("plain" if args.plain else "fast", not args.plain)]
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in variants}
-    for _, enabled in variants:  # warm-up every variant once
-        with modules.fast_path(enabled):
-            for _ in range(args.warmup):
-                step()
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    for name in names:  # warm-up every variant once
+        for _ in range(args.warmup):
+            steps[name]()
     for rep in range(args.reps):
-        order = variants if rep % 2 == 0 else variants[::-1]
-        for name, enabled in order:
-            with modules.fast_path(enabled):
-                times[name] += [step() for _ in range(args.steps)]
+        for name in names if rep % 2 == 0 else names[::-1]:
+            times[name] += [steps[name]() for _ in range(args.steps)]
     for name, ts in times.items():
         wall = [w for w, _ in ts]
         cpu = [c / args.threads for _, c in ts]
@@ -106,10 +104,10 @@ def main() -> None:
 
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
-        name, enabled = variants[0]
-        with modules.fast_path(enabled), profile(activities=[ProfilerActivity.CPU]) as prof:
+        name = names[0]
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(2):
-                step()
+                steps[name]()
         print(f"profile ({name}, 2 steps):")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
 

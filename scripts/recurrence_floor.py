@@ -10,7 +10,7 @@ arithmetic. This script measures that cost on this machine for the model's own G
 shapes (``torch.gru``, torch's C++ loop, is the cheapest eager form measured here), counts
 the sequential steps, and prints the product beside the targets of ``gtcrn benchmark``
 (torch streaming step < 2 ms per frame, offline real-time factor < 0.01), on one thread.
-With ``--train`` it times the training fast path's own time recurrences (forward +
+With ``--train`` it times the CPU training kernels' own time recurrences (forward +
 backward, 2 threads) for one batch of 16 x 4 s beside the budget of 100x real time.
 
 It is a floor for the recurrences only: the convolutions, norms and re-layouts of a
@@ -53,9 +53,9 @@ def per_step_us(input_size: int, hidden: int, batch: int, steps: int, repeats: i
 
 
 def train_floor(model: gtcrn.GTCRN, batch: int, seconds: float, threads: int) -> None:
-    """Forward + backward of the time recurrences of one training step, as the CPU fast path
-    runs them (TRA: native GRU loop + hand-written backward; inter-frame: the fused scan)."""
-    from gtcrn.modules import _NativeGRU, gru_scan
+    """Forward + backward of the time recurrences of one training step, as the CPU training
+    kernels run them (:func:`gtcrn.kernels.gru_scan`, one autograd node per recurrence)."""
+    from gtcrn.kernels import gru_scan
 
     torch.set_num_threads(threads)
     steps = int(seconds * FRAMES_PER_SECOND) + 1
@@ -72,26 +72,26 @@ def train_floor(model: gtcrn.GTCRN, batch: int, seconds: float, threads: int) ->
         return sorted(times)[n // 2]
 
     total = 0.0
-    print(f"training step, batch {batch} x {seconds:g} s, {threads} threads, fast path\n")
+    print(f"training step, batch {batch} x {seconds:g} s, {threads} threads, CPU kernels\n")
     print("| recurrence | count | sequential steps | forward + backward, s | total, s |")
     print("|---|---:|---:|---:|---:|")
     if tras:
         g = tras[0].att_gru
-        x = torch.randn(steps, batch, g.input_size, requires_grad=True)  # (T, B, C)
-        h0 = torch.zeros(batch, g.hidden_size)  # (B, H)
+        x = torch.randn(g.input_size, steps, batch, requires_grad=True)  # (C, T, B)
+        h0 = torch.zeros(g.hidden_size, batch)  # (H, B)
         w = [p.detach().clone().requires_grad_() for p in
              (g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0)]
-        t = median_s(lambda: _NativeGRU.apply(x, h0, *w).sum().backward())
+        t = median_s(lambda: gru_scan(x, h0, *w).sum().backward())
         total += len(tras) * t
         print(f"| TRA | {len(tras)} | {steps} | {t:.3f} | {len(tras) * t:.3f} |")
     if blocks:
         inter, width = blocks[0].inter_rnn, blocks[0].width
-        hid = inter.hidden_size
-        gi = torch.randn(steps, 3 * hid, batch * width, requires_grad=True)  # (T, 3H, B*W)
-        h0 = torch.zeros(hid, batch * width)  # (H, B*W)
-        whh = (0.3 * torch.randn(3 * hid, hid)).requires_grad_()
-        bhn = torch.zeros(hid, requires_grad=True)
-        t = median_s(lambda: gru_scan(gi, h0, whh, bhn).sum().backward())
+        hid, c = inter.hidden_size, 2 * inter.rnn1.input_size
+        x = torch.randn(c, steps, batch * width, requires_grad=True)  # (C, T, B*W)
+        h0 = torch.zeros(hid, batch * width)  # (H, B*W): both groups as one block-diagonal scan
+        w = [(0.3 * torch.randn(*shape)).requires_grad_() for shape in
+             ((3 * hid, c), (3 * hid, hid), (3 * hid,), (3 * hid,))]
+        t = median_s(lambda: gru_scan(x, h0, *w).sum().backward())
         total += len(blocks) * t
         print(f"| DPGRNN inter | {len(blocks)} | {steps} | {t:.3f} | {len(blocks) * t:.3f} |")
     budget = batch * seconds / 100.0

@@ -22,7 +22,7 @@ import torch
 
 from gtcrn.checkpoint import model_from_checkpoint, pretrained_path, read_checkpoint, save_checkpoint
 from gtcrn.complexity import complexity
-from gtcrn.prepare import file_digest
+from gtcrn.training.prepare import file_digest
 
 
 def read_epochs(run_dir: Path) -> list[dict]:

@@ -83,6 +83,24 @@ def test_default_naming_beside_the_input(tmp_path, ckpt, model, capsys):
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
+@pytest.mark.parametrize("engine", ["onnx", "torch"])
+def test_engine_by_name(tmp_path, ckpt, model, engine, monkeypatch):
+    """--engine picks what runs the model, once for all files; both give the plain model's output."""
+    made = []
+    real = inference.make_engine
+    monkeypatch.setattr(inference, "make_engine", lambda m, e: made.append(e) or real(m, e))
+    x = [noise(4000, seed=s) for s in (1, 2)]
+    srcs = [write(tmp_path / f"{i}.wav", v, subtype="FLOAT") for i, v in enumerate(x)]
+    assert main(["enhance", *map(str, srcs), "-o", str(tmp_path / "out"), "--checkpoint", ckpt,
+                 "--engine", engine]) == 0
+    # Built once by the command: the library only ever receives that engine object.
+    assert made and all(e is made[0] for e in made) and made[0].name == engine
+    for i, v in enumerate(x):
+        y, _ = sf.read(str(tmp_path / "out" / f"{i}.wav"), dtype="float32")
+        with torch.inference_mode():
+            np.testing.assert_allclose(y, model.enhance_waveform(torch.from_numpy(v)).numpy(), atol=1e-5)
+
+
 def test_folder_is_mirrored_under_the_output_folder(tmp_path, ckpt):
     src = tmp_path / "in"
     write(src / "x.wav", noise(3000), 16000, "PCM_16")

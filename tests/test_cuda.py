@@ -11,7 +11,8 @@ import torch
 import yaml
 
 from gtcrn.config import RunConfig
-from gtcrn.train import train
+from gtcrn.deploy import to_deploy
+from gtcrn.training.trainer import train
 from tests.helpers import make_model, randomise_batchnorm
 from tests.test_data import write_pool
 
@@ -23,7 +24,7 @@ TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 @pytest.mark.parametrize("preset", ["gtcrn-g32", "gtcrn-official"])
 def test_inference_on_cuda_matches_cpu_without_warnings(preset: str) -> None:
     """Offline and streaming inference on the GPU give the CPU's output (float rounding) and
-    emit no warning (the merged GRU weights are not cuDNN-flattened: that copy is silenced)."""
+    emit no warning, the plain model and its deploy form."""
     model = randomise_batchnorm(make_model(preset)).eval()
     spec = torch.randn(1, 257, 40, 2, generator=torch.Generator().manual_seed(0))  # (1, 257, T, 2)
     with torch.inference_mode():
@@ -37,9 +38,14 @@ def test_inference_on_cuda_matches_cpu_without_warnings(preset: str) -> None:
             for t in range(spec.shape[2]):
                 frame, state = gpu.step(spec[:, :, t:t + 1].cuda(), state)
                 frames.append(frame.cpu())
+        deploy = to_deploy(gpu)  # the torch engine's form, on the GPU
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            fast, _ = deploy(spec.cuda())
     scale = ref.abs().max()
     assert (out - ref).abs().max() <= 1e-4 * scale
     assert (torch.cat(frames, dim=2) - ref).abs().max() <= 1e-4 * scale
+    assert (fast.cpu() - ref).abs().max() <= 1e-4 * scale
 
 
 def test_training_on_cuda_with_amp_stops_and_resumes_exactly(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import soundfile as sf
 import soxr
 
 from gtcrn.config import DataConfig
-from gtcrn.data import (
+from gtcrn.training.data import (
     RIR,
     AudioBank,
     DataError,
@@ -53,7 +53,7 @@ def _write(path: Path, audio: np.ndarray, rate: int = SR) -> None:
 
 def write_pool(root: Path, speakers: int = 6, per_speaker: int = 2, seconds: float = 2.0,
                dev_speakers: int = 2) -> Path:
-    """A tiny pool like gtcrn.prepare's: speech at mixed rates by speaker folder, four noises,
+    """A tiny pool like gtcrn.training.prepare's: speech at mixed rates by speaker folder, four noises,
     manifest.jsonl with splits (the last ``dev_speakers`` speakers and one noise are dev)."""
     rng = np.random.default_rng(0)
     rows = []
@@ -419,7 +419,7 @@ def _energy_above(x: np.ndarray, hz: float) -> float:
 
 
 def test_telephone_band_removes_the_upper_band_and_keeps_length() -> None:
-    from gtcrn.data import telephone_band
+    from gtcrn.training.data import telephone_band
 
     x = np.random.default_rng(0).standard_normal(SR).astype(np.float32)
     y = telephone_band(x)
@@ -474,7 +474,7 @@ def _with_rooms_and_dev_pairs(pool: Path, root: Path) -> tuple[Path, Path]:
 
 
 def test_measured_rooms_and_dev_pairs_beside_mixing(pool: Path, tmp_path: Path) -> None:
-    from gtcrn.data import measured_rir
+    from gtcrn.training.data import measured_rir
 
     manifest, devset = _with_rooms_and_dev_pairs(pool, tmp_path)
     entries = pool_entries(DataConfig(manifest=str(manifest)))

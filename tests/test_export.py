@@ -1,4 +1,5 @@
-"""ONNX export of the streaming step (gtcrn.export) and the numpy + onnxruntime example loop."""
+"""ONNX export (gtcrn.deploy.onnx): the step and chunk graphs against torch, the packed state, the
+numpy + onnxruntime example loop."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from tests.test_stream import reference_short, speech_like
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from gtcrn.export import (  # noqa: E402
+from gtcrn.deploy.onnx import (  # noqa: E402
     ExportError,
     export_onnx,
     pack_state,
@@ -40,7 +41,7 @@ def layout_of(sess: ort.InferenceSession) -> tuple[int, list[dict]]:
 
 
 def unpack(packed: np.ndarray, layout: list[dict]) -> list[np.ndarray]:
-    """The packed (S,) state cut by ``layout`` (written here independently of gtcrn.export)."""
+    """The packed (S,) state cut by ``layout`` (written here independently of gtcrn.deploy.onnx)."""
     return [packed[e["offset"]:e["offset"] + int(np.prod(e["shape"]))].reshape(e["shape"]) for e in layout]
 
 
@@ -56,7 +57,7 @@ def run_frames(model: torch.nn.Module, path: Path, spec: torch.Tensor, step_fram
     size, layout = layout_of(sess)
     packed = np.zeros(size, np.float32)  # the zero state, as init_state
     state = model.init_state(1)
-    assert [tuple(e["shape"]) for e in layout] == [tuple(t.shape) for t in state]
+    assert [tuple(e["shape"]) for e in layout] == [tuple(t.shape) for t in state.values()]
     worst = 0.0
     with torch.inference_mode():
         for t in range(step_frames):
@@ -64,14 +65,14 @@ def run_frames(model: torch.nn.Module, path: Path, spec: torch.Tensor, step_fram
             out, state = model.step(frame, state)
             got, packed = sess.run(None, {"frame": frame.numpy(), "state": packed})
             assert got.shape == tuple(out.shape) and packed.shape == (size,) and packed.dtype == np.float32
-            for a, b in zip([got, *unpack(packed, layout)], [out, *state], strict=True):
+            for a, b in zip([got, *unpack(packed, layout)], [out, *state.values()], strict=True):
                 worst = max(worst, float(np.abs(a - b.numpy()).max()))
         rest, state = model.forward_stateful(spec[:, :, step_frames:], state)  # (1, 257, T', 2)
     for t in range(rest.shape[2]):
         got, packed = sess.run(None, {"frame": spec[:, :, step_frames + t:step_frames + t + 1].numpy(),
                                       "state": packed})
         worst = max(worst, float(np.abs(got - rest[:, :, t:t + 1].numpy()).max()))
-    for a, b in zip(unpack(packed, layout), state, strict=True):
+    for a, b in zip(unpack(packed, layout), state.values(), strict=True):
         worst = max(worst, float(np.abs(a - b.numpy()).max()))
     return worst
 
@@ -86,12 +87,12 @@ def test_export_matches_torch_step(tmp_path: Path, preset: str) -> None:
     # Exactly two inputs and two outputs: the frame and the packed state.
     assert [i.name for i in proto.graph.input] == ["frame", "state"]
     assert [o.name for o in proto.graph.output] == ["enhanced_frame", "state_out"]
-    assert names[0] == "enc0_conv_cache" and "dpgrnn1_inter_h" in names
+    assert names[0] == "encoder.en_convs.2.cache" and "dpgrnn.1.inter_rnn.h" in names
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["gtcrn.state_names"]) == names and meta["gtcrn.hop"] == "256"
-    assert meta["gtcrn.graph"] == "optimized"
+    assert meta["gtcrn.graph"] == "step"
     layout = json.loads(meta["gtcrn.state_layout"])
-    shapes = [tuple(t.shape) for t in model.init_state(1)]
+    shapes = [tuple(t.shape) for t in model.init_state(1).values()]
     assert [e["name"] for e in layout] == names and [tuple(e["shape"]) for e in layout] == shapes
     offsets = np.cumsum([0] + [int(np.prod(sh)) for sh in shapes])  # packed back to back, in order
     assert [e["offset"] for e in layout] == offsets[:-1].tolist()
@@ -120,8 +121,8 @@ def test_packed_state_round_trips(tmp_path: Path) -> None:
         _, state = model.forward_stateful(spec[:, :, :12], model.init_state(1))
         rest, _ = model.forward_stateful(spec[:, :, 12:], state)  # (1, 257, 12, 2)
     got = unpack(packed, layout)
-    assert all(np.abs(s.numpy()).max() > 1e-3 for s in state)  # every state tensor is non-trivial
-    for e, a, b in zip(layout, got, state, strict=True):
+    assert all(np.abs(s.numpy()).max() > 1e-3 for s in state.values())  # every state tensor is non-trivial
+    for e, a, b in zip(layout, got, state.values(), strict=True):
         assert np.abs(a - b.numpy()).max() <= TOL, e["name"]
     # The library's unpack_state agrees with the independent cut above, and pack_state inverts it.
     lib = unpack_state(packed, layout)
@@ -140,30 +141,40 @@ def test_packed_state_round_trips(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("overrides", [{"stem_groups": 16, "head_groups": 8}, {"skip_fusion": False}])
 def test_export_g32_variants_match(tmp_path: Path, overrides: dict) -> None:
-    """Band stems that are not one band per group (grouped-conv fallback) and g32 without
-    SkipFusion still get the optimised graph, equal to the torch model."""
+    """Band stems of several bands per group and g32 without SkipFusion export and match torch."""
     model = make_model("gtcrn-g32", **overrides)
     path = export_onnx(model, tmp_path / "variant.onnx", verify=False)
-    proto = onnx.load(str(path))
-    assert {p.key: p.value for p in proto.metadata_props}["gtcrn.graph"] == "optimized"
     spec = stft(torch.from_numpy(speech_like(40 * 256, seed=24))[None])[:, :, :40]  # (1, 257, 40, 2)
     assert run_frames(model, path, spec) <= TOL
 
 
-def test_generic_export_matches(tmp_path: Path) -> None:
-    model = make_model("gtcrn-official")
-    path = export_onnx(model, tmp_path / "generic.onnx", optimize=False, verify=False)
-    proto = onnx.load(str(path))
-    assert {p.key: p.value for p in proto.metadata_props}["gtcrn.graph"] == "generic"
-    # The generic export has the same packed interface (run_frames checks the names too).
-    assert len(proto.graph.input) == 2 and len(proto.graph.output) == 2
-    spec = stft(torch.from_numpy(speech_like(30 * 256, seed=22))[None])  # (1, 257, 31, 2)
-    assert run_frames(model, path, spec) <= TOL
+@pytest.mark.parametrize("preset", ["gtcrn-g32", "gtcrn-official"])
+def test_chunk_graph_matches_torch_in_chunks_of_any_length(tmp_path: Path, preset: str) -> None:
+    """The chunk graph over chunks of 1, 7 and 50 frames, its packed state fed back, equals the torch
+    model over the whole signal (every frame and the final state)."""
+    model = make_model(preset)
+    path = export_onnx(model, tmp_path / "chunk.onnx", verify=False, chunk=True)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["spec", "state"]
+    assert sess.get_inputs()[0].shape[2] == "T" and sess.get_modelmeta().custom_metadata_map[
+        "gtcrn.graph"] == "chunk"
+    size, layout = layout_of(sess)
+    spec = stft(torch.from_numpy(speech_like(58 * 256, seed=26))[None])[:, :, :58]  # (1, 257, 58, 2)
+    with torch.inference_mode():
+        ref, ref_state = model.forward_stateful(spec, None)
+    packed, outs = np.zeros(size, np.float32), []
+    for a, b in ((0, 1), (1, 8), (8, 58)):
+        out, packed = sess.run(None, {"spec": spec[:, :, a:b].numpy(), "state": packed})
+        outs.append(out)
+    assert np.abs(np.concatenate(outs, axis=2) - ref.numpy()).max() <= TOL
+    for a, b in zip(unpack(packed, layout), ref_state.values(), strict=True):
+        assert np.abs(a - b.numpy()).max() <= TOL
+    assert verify_onnx(model, path) <= TOL and verify_onnx(make_model(preset), path, frames=3) > 1e-2
 
 
 def test_export_verifies_and_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = make_model("gtcrn-g32")
-    import gtcrn.export as export
+    import gtcrn.deploy.onnx as export
 
     monkeypatch.setattr(export, "verify_onnx", lambda *a, **k: 0.5)
     with pytest.raises(ExportError, match="differs"):
@@ -173,7 +184,7 @@ def test_export_verifies_and_reports(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_official_checkpoint_export(tmp_path: Path, upstream_dir: Path) -> None:
     model = gtcrn.load_upstream(upstream_dir / "model_trained_on_dns3.tar")
-    path = export_onnx(model, tmp_path / "dns3.onnx")  # verify=True: checked against model.step
+    path = export_onnx(model, tmp_path / "dns3.onnx")  # verify=True: checked against the torch model
     ref = np.load(upstream_dir / "reference_io.npz")
     spec = torch.from_numpy(ref["input_spec"]).float()[None, :, :60]  # (1, 257, 60, 2)
     assert run_frames(model, path, spec) <= TOL
@@ -189,14 +200,13 @@ def test_cli_export(tmp_path: Path) -> None:
     assert sess.get_inputs()[1].shape == [layout_of(sess)[0]] and len(sess.get_outputs()) == 2
 
 
-@pytest.mark.parametrize("optimize", [True, False])
-def test_ir_version_is_the_oldest_the_opset_allows(tmp_path: Path, optimize: bool) -> None:
+@pytest.mark.parametrize("chunk", [False, True])
+def test_ir_version_is_the_oldest_the_opset_allows(tmp_path: Path, chunk: bool) -> None:
     """The file must load in onnxruntime releases older than the ``onnx`` package that wrote it:
     opset 17 needs IR version 8 (ONNX's version table: onnx 1.12), whatever the writer's newest."""
     import onnx
 
-    path = export_onnx(make_model("gtcrn-official"), tmp_path / "m.onnx", opset=17, optimize=optimize,
-                       verify=False)
+    path = export_onnx(make_model("gtcrn-official"), tmp_path / "m.onnx", opset=17, verify=False, chunk=chunk)
     assert onnx.load(str(path)).ir_version == 8
 
 

@@ -26,8 +26,8 @@ class ScaleModel(nn.Module):
         super().__init__()
         self.gain = nn.Parameter(torch.tensor(float(gain)), requires_grad=False)
 
-    def init_state(self, batch: int = 1, device=None, dtype=torch.float32) -> list[torch.Tensor]:
-        return []
+    def init_state(self, batch: int = 1, device=None, dtype=torch.float32) -> dict[str, torch.Tensor]:
+        return {}
 
     def forward_stateful(self, spec, state):
         return spec * self.gain, state

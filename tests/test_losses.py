@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from gtcrn.config import LossConfig
-from gtcrn.losses import HybridLoss, si_snr, speech_gain_db
 from gtcrn.stft import stft
+from gtcrn.training.losses import HybridLoss, si_snr, speech_gain_db
 
 
 def _spec(re: float, im: float) -> torch.Tensor:

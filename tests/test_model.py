@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import gtcrn
-from gtcrn.modules import BandStem
+from gtcrn.nn import BandStem
 from gtcrn.stft import stft
 from tests.helpers import make_model
 
@@ -157,7 +157,7 @@ def test_state_shapes_are_fixed(preset):
     spec = torch.randn(2, 257, 9, 2)
     with torch.no_grad():
         _, new = model.forward_stateful(spec, state)
-    assert [s.shape for s in new] == [s.shape for s in state]
+    assert {k: s.shape for k, s in new.items()} == {k: s.shape for k, s in state.items()}
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -1,4 +1,4 @@
-"""Tests of the data-preparation step (gtcrn.prepare) on a tiny generated shared folder.
+"""Tests of the data-preparation step (gtcrn.training.prepare) on a tiny generated shared folder.
 
 No network and no apt: the pool is built with ``debian_packages=False``; the Debian code path
 is exercised with a locally built fake package (skipped when dpkg-deb is missing).
@@ -16,8 +16,8 @@ import pytest
 import soundfile as sf
 from scipy.signal import welch
 
-from gtcrn import prepare
-from gtcrn.prepare import (
+from gtcrn.training import prepare
+from gtcrn.training.prepare import (
     MANIFEST_KEYS,
     dep5_match,
     licence_allows_model,
@@ -537,7 +537,7 @@ def test_rir_rows_untouched(pool):
 
 
 def test_normalise_licence():
-    from gtcrn.prepare import licence_allows_model, normalise_licence
+    from gtcrn.training.prepare import licence_allows_model, normalise_licence
 
     cases = {
         "CC0 (kvgarlic, freesound 156826)": "CC0-1.0",
@@ -570,7 +570,7 @@ def test_normalise_licence():
 def test_screen_speech_figures():
     from scipy.signal import butter, sosfilt
 
-    from gtcrn.prepare import screen_decision, screen_file_reason, screen_speech
+    from gtcrn.training.prepare import screen_decision, screen_file_reason, screen_speech
 
     rng = np.random.default_rng(3)
     clean = _speech_like(3.0, rng, pauses=True)
@@ -603,7 +603,7 @@ def test_screen_speech_figures():
 
 
 def test_plan_utterances():
-    from gtcrn.prepare import plan_utterances
+    from gtcrn.training.prepare import plan_utterances
 
     rng = np.random.default_rng(0)
     clips = [(f"c{i:03d}", float(rng.uniform(0.4, 1.6))) for i in range(60)]
@@ -650,7 +650,7 @@ def _openttd_cat(entries: list[tuple[str, bytes]]) -> bytes:
 def test_openttd_cat_and_zip_unpack(tmp_path):
     import zipfile
 
-    from gtcrn.prepare import read_openttd_cat, unpack_containers
+    from gtcrn.training.prepare import read_openttd_cat, unpack_containers
 
     rng = np.random.default_rng(2)
     wav = _wav_bytes(0.1 * rng.standard_normal(22050))
@@ -683,7 +683,7 @@ def test_openttd_cat_and_zip_unpack(tmp_path):
 
 
 def test_announce_downloads(tmp_path, monkeypatch, capsys):
-    from gtcrn.prepare import announce_downloads
+    from gtcrn.training.prepare import announce_downloads
 
     (tmp_path / "debs").mkdir()
     (tmp_path / "debs/cached-pkg_1.0_all.deb").write_bytes(b"")

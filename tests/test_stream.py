@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import gtcrn
+from gtcrn.engine import make_engine
 from gtcrn.stft import HOP, N_FFT, stft
 from gtcrn.stream import Streamer
 from tests.helpers import make_model
@@ -68,10 +69,14 @@ def reference_short(model: gtcrn.GTCRN, x: np.ndarray) -> np.ndarray:
     return (y / np.where(env > 1e-11, env, 1.0))[N_FFT // 2:N_FFT // 2 + n]
 
 
-def test_streamed_equals_offline_random_chunks(model: gtcrn.GTCRN) -> None:
+@pytest.mark.parametrize("engine", ["onnx", "torch"])
+def test_streamed_equals_offline_random_chunks(model: gtcrn.GTCRN, engine: str) -> None:
+    """Each engine (one shared by the streamers) reproduces the plain model's offline output."""
     x = speech_like(16000, seed=1)
     ref = offline(model, x)
     assert np.sqrt(np.mean(ref**2)) > 1e-3  # the model does something measurable
+    runner = make_engine(model, engine)
+    assert runner.name == engine
     rng = np.random.default_rng(7)
     chunkings = [
         [int(v) for v in rng.integers(1, 2000, size=50)],  # random sizes
@@ -80,9 +85,20 @@ def test_streamed_equals_offline_random_chunks(model: gtcrn.GTCRN) -> None:
         [len(x)],  # one call
     ]
     for sizes in chunkings:
-        y = stream(model, x, sizes)
+        y = stream(model, x, sizes, streamer=Streamer(model, engine=runner))
         assert y.shape == ref.shape
         assert np.abs(y - ref).max() <= TOL, sizes[:5]
+
+
+def test_engine_is_chosen_once_by_name(model: gtcrn.GTCRN) -> None:
+    """auto: onnxruntime for a float32 CPU model, torch for float64 (or a GPU); unknown names fail."""
+    assert Streamer(model).engine.name == "onnx"
+    assert Streamer(model, engine="torch").engine.name == "torch"
+    double = make_model("gtcrn-official").double()
+    s = Streamer(double)
+    assert s.engine.name == "torch" and s.dtype == torch.float64
+    with pytest.raises(ValueError, match="unknown engine"):
+        Streamer(model, engine="tensorrt")
 
 
 def test_streamed_one_sample_chunks(model: gtcrn.GTCRN) -> None:
@@ -133,12 +149,12 @@ def test_state_does_not_grow(model: gtcrn.GTCRN) -> None:
     s = Streamer(model)
     s.feed(x[:10 * HOP + 100])
     size_10 = s.state_numel()
-    shapes_10 = [tuple(t.shape) for t in s._state]
+    shapes_10 = [tuple(t.shape) for t in s._state.values()]
     for i in range(10 * HOP + 100, len(x), 90 * HOP):
         s.feed(x[i:i + 90 * HOP])
     assert s.samples_in == len(x)
     assert s.state_numel() == size_10
-    assert [tuple(t.shape) for t in s._state] == shapes_10
+    assert [tuple(t.shape) for t in s._state.values()] == shapes_10
     assert size_10 < 20000  # model state + < 1300 buffered samples
     emitted = s.samples_out
     assert emitted + len(s.flush()) == len(x)  # the rest comes out

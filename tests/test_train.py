@@ -22,7 +22,7 @@ import yaml
 
 import gtcrn
 from gtcrn.config import ConfigError, RunConfig, TrainConfig
-from gtcrn.train import TrainError, lr_factor, rng_state, set_rng_state, train
+from gtcrn.training.trainer import TrainError, lr_factor, rng_state, set_rng_state, train
 from tests.test_data import write_pool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,7 +171,7 @@ def test_signal_mid_epoch_then_resume_from_cli(tiny_config, reference_run, tmp_p
     _, cfg_path = tiny_config
     ref, ref_dir = reference_run
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "gtcrn.train", "--config", str(cfg_path), "--run-dir", str(run_dir),
+    cmd = [sys.executable, "-m", "gtcrn.training", "--config", str(cfg_path), "--run-dir", str(run_dir),
            "--device", "cpu"]
     # Slow the loop down by logging every step, and interrupt once step 2 is reported.
     data = yaml.safe_load(cfg_path.read_text())
@@ -241,7 +241,7 @@ def test_init_from_starts_from_weights_and_adds_up_totals(tiny_config, reference
 def test_init_from_the_shipped_model_by_name() -> None:
     """Fine-tuning the shipped model on one's own data: ``train: {init_from: gtcrn-g32}``."""
     from gtcrn.checkpoint import pretrained_path, read_checkpoint
-    from gtcrn.train import _init_weights
+    from gtcrn.training.trainer import _init_weights
 
     model = gtcrn.GTCRN(gtcrn.ModelConfig.preset("gtcrn-g32"))
     info = _init_weights(model, "gtcrn-g32")
@@ -254,7 +254,7 @@ def test_two_process_ddp(tiny_config, tmp_path: Path) -> None:
     _, cfg_path = tiny_config
     run_dir = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "gtcrn.train", "--config", str(cfg_path), "--run-dir", str(run_dir), "--device", "cpu"]
+           "-m", "gtcrn.training", "--config", str(cfg_path), "--run-dir", str(run_dir), "--device", "cpu"]
     t0 = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -303,7 +303,7 @@ def _official_file(path: Path, seed: int = 0) -> gtcrn.GTCRN:
 def test_init_from_an_official_checkpoint(tmp_path: Path) -> None:
     """The official checkpoint loads exactly into gtcrn-official, found by content or named
     ``upstream:PATH``, and the record credits it."""
-    from gtcrn.train import _init_weights
+    from gtcrn.training.trainer import _init_weights
 
     source = _official_file(tmp_path / "official.tar")
     for spec in (str(tmp_path / "official.tar"), f"upstream:{tmp_path / 'official.tar'}"):
@@ -320,7 +320,7 @@ def test_init_from_an_official_checkpoint(tmp_path: Path) -> None:
 def test_partial_warm_start_frozen_then_distilled(tiny_config, tmp_path: Path) -> None:
     """gtcrn-g32 from an official checkpoint: the carried-over blocks stay exactly as transferred
     while frozen, the fresh ones learn; the teacher's losses are part of the objective."""
-    from gtcrn.train import seed_everything
+    from gtcrn.training.trainer import seed_everything
     from gtcrn.transfer import transfer_state
 
     cfg, _ = tiny_config
@@ -353,10 +353,11 @@ def test_partial_warm_start_frozen_then_distilled(tiny_config, tmp_path: Path) -
 def test_teacher_feature_loss_is_zero_for_an_identical_student() -> None:
     import copy
 
-    from gtcrn.train import _Teacher
+    from gtcrn.training.losses import HybridLoss
+    from gtcrn.training.trainer import _Teacher
 
     student = gtcrn.GTCRN(gtcrn.ModelConfig.preset("gtcrn-g32")).eval()
-    teacher = _Teacher(copy.deepcopy(student), student, gtcrn.losses.HybridLoss())
+    teacher = _Teacher(copy.deepcopy(student), student, HybridLoss())
     spec = torch.randn(2, 257, 8, 2)
     with torch.no_grad():
         teacher.run(spec)
@@ -405,7 +406,7 @@ def test_fine_tuning_start_competes_for_best_and_logs_are_plain(tiny_config, ref
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed")
 def test_tensorboard_missing_is_said_only_when_asked_for(tmp_path: Path, capsys) -> None:
-    from gtcrn.train import _Logger
+    from gtcrn.training.trainer import _Logger
 
     for wanted, said in ((None, 0), (False, 0), (True, 1)):
         logger = _Logger(tmp_path / str(wanted), True, ["pesq_wb"], wanted, None)
@@ -416,7 +417,7 @@ def test_tensorboard_missing_is_said_only_when_asked_for(tmp_path: Path, capsys)
 def test_a_bad_data_folder_names_its_config_key_and_leaves_no_run_folder(tiny_config, tmp_path: Path,
                                                                          capsys) -> None:
     from gtcrn import cli
-    from gtcrn.data import DataError
+    from gtcrn.training.data import DataError
 
     cfg, _ = tiny_config
     data = dataclasses.replace(cfg.data, manifest=None, speech_dirs=[str(tmp_path)],

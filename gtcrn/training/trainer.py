@@ -8,14 +8,14 @@ Command line (only :mod:`gtcrn.cli` parses arguments)::
 
 One process per GPU (or several CPU processes) on one machine::
 
-    torchrun --standalone --nproc_per_node 4 -m gtcrn.train --config configs/gtcrn-g32.yaml
+    torchrun --standalone --nproc_per_node 4 -m gtcrn.training --config configs/gtcrn-g32.yaml
 
 Several machines (run the same command on each, ``--node_rank`` 0..N-1, or use the c10d
 rendezvous with the same ``--rdzv_id`` everywhere)::
 
     torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d \\
              --rdzv_endpoint HOST0:29500 --rdzv_id gtcrn-g32 \\
-             -m gtcrn.train --config configs/gtcrn-g32.yaml --run-dir /shared/runs/g32
+             -m gtcrn.training --config configs/gtcrn-g32.yaml --run-dir /shared/runs/g32
 
 Under torchrun the trainer uses DistributedDataParallel (NCCL on GPUs, gloo on CPUs); each
 process draws its own share of every global batch (``train.batch_size`` per process), rank 0
@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import (
+from ..checkpoint import (
     CheckpointError,
     _unwrap,
     load_upstream,
@@ -64,9 +64,10 @@ from .checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from .config import AMP_MODES, PRESETS, ConfigError, LossConfig, ModelConfig, RunConfig, TrainConfig
-from .model import GTCRN
-from .stft import SAMPLE_RATE, istft, stft
+from ..config import AMP_MODES, PRESETS, ConfigError, LossConfig, ModelConfig, RunConfig, TrainConfig
+from ..kernels import use_cpu_kernels
+from ..nn import GTCRN
+from ..stft import SAMPLE_RATE, istft, stft
 
 # Settings that may differ between a run and its resumption (everything else must match).
 RESUMABLE_CHANGES = (
@@ -302,7 +303,7 @@ def validate(model: nn.Module, dev: list[tuple[np.ndarray, np.ndarray]], loss_fn
              batch_size: int = 8) -> tuple[dict[str, float], dict[str, float]]:
     """This rank's share (items ``rank::world``) of the dev set: (sums, counts) of ``dev_loss``
     and each metric (a metric the pair cannot be scored on is left out of its count)."""
-    from .metrics import compute_metrics
+    from ..metrics import compute_metrics
 
     net = _unwrap(model)
     was_training = net.training
@@ -490,7 +491,7 @@ def _init_weights(model: nn.Module, source: str, ckpt: dict[str, Any] | None = N
     meta = ckpt.get("meta", {})
     record: dict[str, Any] = {"source": str(source)}
     if ckpt.get("partial"):
-        from .transfer import transfer_state
+        from ..transfer import transfer_state
 
         report = transfer_state(net, ckpt["state_dict"])
         record["transfer"] = report.to_dict()
@@ -515,7 +516,7 @@ def _carried_params(net: nn.Module, init: dict[str, Any] | None) -> set[str]:
     its source: all of them after a plain init, those outside the fresh blocks after a transfer."""
     if not init:
         return set()
-    from .transfer import block_of
+    from ..transfer import block_of
 
     fresh = set(init.get("transfer", {}).get("fresh_blocks", ()))
     return {name for name, _ in net.named_parameters() if block_of(name) not in fresh}
@@ -538,7 +539,7 @@ def train(run_config: RunConfig, run_dir: str | Path, resume: bool = False,
 
     ``resume`` continues from ``run_dir/last.pt``. ``on_step`` is called after each optimizer
     step; returning True stops the run like Ctrl-C (a resumable checkpoint is saved).
-    ``loss_fn`` defaults to ``gtcrn.losses.HybridLoss(run_config.loss)``.
+    ``loss_fn`` defaults to ``gtcrn.training.losses.HybridLoss(run_config.loss)``.
     Returns a :class:`TrainResult` (``interrupted`` when stopped early).
     """
     from .data import check_data_paths
@@ -618,6 +619,8 @@ def _run(run_config: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None, dist
 
     seed_everything(cfg.seed)
     model: nn.Module = GTCRN(run_config.model_config()).to(device)
+    if cfg.cpu_kernels and device.type == "cpu":
+        use_cpu_kernels(model)
     custom_loss = loss_fn
     loss_fn = (loss_fn or _default_loss(run_config.loss)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
@@ -871,7 +874,7 @@ class _Teacher:
 
     @classmethod
     def load(cls, spec: str, student: nn.Module, device: torch.device, loss_fn: nn.Module) -> _Teacher:
-        from .evaluate import load_model_spec
+        from ..evaluate import load_model_spec
 
         try:
             model = load_model_spec(spec)[1]
@@ -1010,10 +1013,11 @@ def _progress(enabled: bool, total: int, initial: int, epoch: int, epochs: int):
 
 def train_throughput(preset: str | ModelConfig = "gtcrn-g32", batch: int = 16, seconds: float = 4.0,
                      steps: int = 5, warmup: int = 2, device: str = "auto", threads: int | None = 2,
-                     amp: str = "auto") -> dict[str, Any]:
+                     amp: str = "auto", cpu_kernels: bool = True) -> dict[str, Any]:
     """Seconds of audio trained per second: forward + backward + Adam (+ the hybrid loss, STFT
     and iSTFT) on ``batch`` random x ``seconds`` s crops, timed over ``steps`` steps after
-    ``warmup``. ``threads`` sets torch's CPU threads (None leaves them)."""
+    ``warmup``. ``threads`` sets torch's CPU threads (None leaves them); ``cpu_kernels`` as
+    ``train.cpu_kernels``."""
     from .losses import HybridLoss
 
     if threads:
@@ -1021,6 +1025,8 @@ def train_throughput(preset: str | ModelConfig = "gtcrn-g32", batch: int = 16, s
     dev = select_device(device)
     config = ModelConfig.preset(preset) if isinstance(preset, str) else preset
     model = GTCRN(config).to(dev).train()
+    if cpu_kernels and dev.type == "cpu":
+        use_cpu_kernels(model)
     loss_fn = HybridLoss(LossConfig()).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
@@ -1065,8 +1071,3 @@ def format_throughput(rows: list[dict[str, Any]]) -> str:
 __all__ = ["StepInfo", "TrainError", "TrainResult", "amp_dtype", "format_throughput", "lr_factor",
            "rng_state", "select_device", "set_rng_state", "train", "train_throughput", "validate"]
 
-
-if __name__ == "__main__":  # torchrun --nproc_per_node N -m gtcrn.train --config ...
-    from . import cli
-
-    sys.exit(cli.main(["train", *sys.argv[1:]]))

@@ -4,7 +4,7 @@ Three sources (see :class:`gtcrn.config.DataConfig`):
 
 a. **On-the-fly mixing** of clean speech and noise, listed by a pool manifest (rows
    ``{"path", "kind": "speech"|"noise", "split"?, "speaker"?}``, as written by
-   :mod:`gtcrn.prepare`) or found in plain folders (``speech_dirs``/``noise_dirs``). Each
+   :mod:`gtcrn.training.prepare`) or found in plain folders (``speech_dirs``/``noise_dirs``). Each
    example is built by :meth:`MixingDataset.mix`:
 
    1. a random crop of ``segment_seconds`` from one utterance (zero padded when shorter);
@@ -74,10 +74,10 @@ import numpy as np
 import torch
 from scipy import signal as sps
 
-from .audio import AudioError, read_audio, resample
-from .config import ConfigError, DataConfig
-from .extras import install_hint
-from .stft import SAMPLE_RATE
+from ..audio import AudioError, read_audio, resample
+from ..config import ConfigError, DataConfig
+from ..extras import install_hint
+from ..stft import SAMPLE_RATE
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff")
 CACHE_VERSION = "1"
@@ -149,7 +149,7 @@ def read_manifest(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a JSONL or CSV manifest; path-like columns are resolved against its folder."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such manifest (build the pool with `python -m gtcrn.prepare` "
+        raise DataError(f"{path}: no such manifest (build the pool with `python -m gtcrn.training.prepare` "
                         f"or point data.manifest at an existing file)")
     rows: list[dict[str, Any]] = []
     text = path.read_text(encoding="utf-8")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import LossConfig
+from ..config import LossConfig
 
 # Added to both energies of the SI-SNR ratio (and to the projection's denominator):
 # silence vs silence gives 0 dB with finite gradients.
