@@ -1,11 +1,6 @@
-"""CPU training kernels, chosen once for a whole model by :func:`use_cpu_kernels` (``train.cpu_kernels``).
-
-Each is a subclass of a plain module that overrides ``forward`` only (same parameters, keys and
-function) where the CPU is slow to train: the GRUs (``nn.GRU`` records a dozen autograd nodes per
-step; :class:`_GRUScan` is the recurrence as one node, a grouped GRU one block-diagonal scan), the
-PReLU and dilated depthwise backward passes, and the strided transposed convs, band stem and 1x1
-convs in the matrix forms of :mod:`gtcrn.deploy.fold`.
-"""
+"""CPU training kernels (``train.cpu_kernels``): subclasses of plain modules that override ``forward``
+only (same parameters, keys and function) where the CPU is slow to train, swapped in by
+:func:`use_cpu_kernels`."""
 
 from __future__ import annotations
 

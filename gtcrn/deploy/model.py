@@ -1,11 +1,6 @@
-"""The deploy form of a GTCRN: standard layers computed once from a trained plain model.
-
-:func:`to_deploy` returns an eval-only module with the plain model's function in fewer, cheaper
-operations (each layer's docstring says which); no caches, no hooks, no reference to the plain
-model. It runs in torch and exports to ONNX (:mod:`gtcrn.deploy.onnx`). ``forward(spec, state)``
-takes and returns the plain model's state dict (same names, shapes, order): the two forms continue
-each other's streams.
-"""
+"""The deploy form of a GTCRN: an eval-only module computed once, the plain model's function in
+fewer, cheaper standard operations. ``forward(spec, state)`` takes and returns the plain model's
+state (same names, shapes, order): the two forms continue each other's streams."""
 
 from __future__ import annotations
 
@@ -68,6 +63,11 @@ def _steps(gru: nn.GRU, x: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor
     return (h if x.shape[0] == 1 else y), h
 
 
+def _identity_below(low: int, bands: torch.Tensor) -> torch.Tensor:
+    """An ERB filterbank as one matrix: the ``low`` lowest bins pass through, ``bands`` does the rest."""
+    return torch.block_diag(torch.eye(low, dtype=bands.dtype, device=bands.device), bands)
+
+
 def _act(act: nn.Module) -> nn.Module:
     slope = fold.prelu_slope(act)
     return nn.LeakyReLU(slope) if slope is not None else copy.deepcopy(act)
@@ -79,9 +79,7 @@ class FrontLayer(nn.Module):
     def __init__(self, encoder: Encoder) -> None:
         super().__init__()
         erb, k = encoder.erb, encoder.sfe.kernel_size
-        bm = erb.erb_fc.weight.new_zeros(N_FREQS, erb.num_bins)  # (257, F)
-        bm[:erb.low, :erb.low] = torch.eye(erb.low)
-        bm[erb.low:, erb.low:] = erb.erb_fc.weight.t()
+        bm = _identity_below(erb.low, erb.erb_fc.weight.t())  # (257, F)
         m = bm.new_zeros(N_FREQS, k, erb.num_bins)  # (257, j, F): bin f + j - k // 2 of the ERB output
         for j in range(k):
             shift = j - k // 2
@@ -211,19 +209,14 @@ class DPGRNNLayer(nn.Module):
         return x, {self.key: h}
 
 
-class FusionLayer(nn.Module):
-    """SkipFusion with BN folded into its 1x1 conv."""
+class FusionLayer(SkipFusion):
+    """SkipFusion with BN folded into its 1x1 conv (SkipFusion's forward)."""
 
     def __init__(self, fusion: SkipFusion) -> None:
-        super().__init__()
+        nn.Module.__init__(self)
         self.conv = _conv(*_fused(fusion.conv, fusion.bn))
+        self.bn = nn.Identity()
         self.act = _act(fusion.act)
-
-    def forward(self, deep: torch.Tensor, front: torch.Tensor) -> torch.Tensor:
-        b, c, t, f = front.shape
-        n = deep.shape[-1]
-        pooled = front.reshape(b, c, t, n, f // n).mean(dim=-1)  # (B, C_f, T, N)
-        return self.act(self.conv(torch.cat([deep, pooled], dim=1)))  # (B, C, T, N)
 
 
 class MaskLayer(nn.Module):
@@ -232,10 +225,7 @@ class MaskLayer(nn.Module):
 
     def __init__(self, encoder: Encoder) -> None:
         super().__init__()
-        erb = encoder.erb
-        bs = erb.ierb_fc.weight.new_zeros(erb.num_bins, N_FREQS)  # (F, 257)
-        bs[:erb.low, :erb.low] = torch.eye(erb.low)
-        bs[erb.low:, erb.low:] = erb.ierb_fc.weight.t()
+        bs = _identity_below(encoder.erb.low, encoder.erb.ierb_fc.weight.t())  # (F, 257)
         ones = bs.new_tensor
         _set(self, synthesis=bs, spread=ones([[1.0, 0, 0, 1], [0, 1, -1, 0]]),
              repeat=ones([[1.0, 1, 0, 0], [0, 0, 1, 1]]), pairs=ones([[1.0, 0], [0, 1], [1, 0], [0, 1]]))

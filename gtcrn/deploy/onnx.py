@@ -1,19 +1,8 @@
-"""ONNX export: ``torch.onnx.export`` of the deploy module, in two graphs with one packed state.
-
-Both graphs take and return the whole model state packed into one float32 vector (``session.run``
-then pays its per-input cost twice, not once per state tensor), batch 1::
+"""ONNX export (``torch.onnx.export`` of the deploy module), batch 1, the whole state packed into
+one float32 vector (zeros: before the first frame; layout in the file's metadata, see README)::
 
     step : frame (1, 257, 1, 2), state (S,) -> enhanced_frame (1, 257, 1, 2), state_out (S,)
     chunk: spec  (1, 257, T, 2), state (S,) -> enhanced       (1, 257, T, 2), state_out (S,)
-
-The step graph is the streaming interface; the chunk graph runs any number of frames per call, so
-a long file is enhanced in bounded memory with the state carried between chunks. Zeros of length
-S are the state before the first frame. The packed state holds the tensors of
-``model.init_state(1)`` flattened in order; the exported file's metadata (``metadata_props``)
-records the STFT parameters, ``gtcrn.state_size`` (S) and ``gtcrn.state_layout``, a JSON list of
-``{"name", "shape", "offset", "size"}``, so a deployment needs neither torch nor this package
-(``scripts/onnx_stream_example.py``). :func:`export_onnx` checks the graph against the torch
-model with onnxruntime before it keeps the file.
 """
 
 from __future__ import annotations

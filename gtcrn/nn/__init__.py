@@ -1,9 +1,4 @@
-"""The GTCRN model family in one plain form: a module per paper block, imports only torch
-(plus the package's config dataclass and ERB filter design).
-
-Speed lives elsewhere: :mod:`gtcrn.deploy` re-parameterises a trained model for inference
-(torch or onnxruntime), :mod:`gtcrn.kernels` holds the GRU scan used for CPU training.
-"""
+"""The GTCRN model family in one plain form (speed: :mod:`gtcrn.deploy`, :mod:`gtcrn.kernels`)."""
 
 from .blocks import (
     DPGRNN,

@@ -1,10 +1,5 @@
-"""The paper's blocks, one plain form each. Shapes are (B, C, T, F): batch, channels, frames, bins.
-
-A block that looks back in time takes ``state`` (tensors named by the block that owns them; None
-is silence before the first frame) and returns the state after its last frame: offline, chunked
-and frame-by-frame processing run the same code. Every layer of the encoder and decoder stacks
-has ``forward(x, state=None) -> (y, state)`` and ``init_state(batch, width, device, dtype)``.
-"""
+"""The paper's blocks, one plain form each, on (B, C, T, F). A block that looks back in time takes
+``state`` (named by the owning block; None: silence) and returns the state after its last frame."""
 
 from __future__ import annotations
 
@@ -52,12 +47,10 @@ class ConvBlock(nn.Module):
                  use_deconv: bool = False, is_last: bool = False,
                  output_padding: tuple[int, int] = (0, 0)) -> None:
         super().__init__()
-        if use_deconv:
-            self.conv: nn.Conv2d | nn.ConvTranspose2d = nn.ConvTranspose2d(
-                in_channels, out_channels, kernel_size, stride, padding, output_padding=output_padding,
-                groups=groups)
-        else:
-            self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups)
+        conv = nn.ConvTranspose2d if use_deconv else nn.Conv2d
+        extra = {"output_padding": output_padding} if use_deconv else {}
+        self.conv: nn.Conv2d | nn.ConvTranspose2d = conv(in_channels, out_channels, kernel_size, stride,
+                                                         padding, groups=groups, **extra)
         self.bn = nn.BatchNorm2d(out_channels)
         self.act: nn.Module = nn.Tanh() if is_last else nn.PReLU()
 
@@ -149,10 +142,8 @@ class GRNN(nn.Module):
         super().__init__()
         self.hidden_size = hidden_size
         self.bidirectional = bidirectional
-        self.rnn1 = nn.GRU(input_size // 2, hidden_size // 2, 1, batch_first=True,
-                           bidirectional=bidirectional)
-        self.rnn2 = nn.GRU(input_size // 2, hidden_size // 2, 1, batch_first=True,
-                           bidirectional=bidirectional)
+        self.rnn1, self.rnn2 = (nn.GRU(input_size // 2, hidden_size // 2, 1, batch_first=True,
+                                       bidirectional=bidirectional) for _ in range(2))
 
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> State:
         dirs = 2 if self.bidirectional else 1

@@ -1,11 +1,6 @@
-"""The GTCRN family: Encoder, Decoder and the mask-estimation model, written once.
-
-Two encoder flavours (``ModelConfig.encoder``): ``g32`` (default: ERB front end -> band stem, one
-ERB band per group -> two strided convs -> GTConvBlocks -> skip-fusion) and ``official`` (the
-published encoder: two strided ConvBlocks, the second grouped, then GTConvBlocks). The spectrum is
-(B, 257, T, 2) real/imag from :func:`gtcrn.stft.stft`. The state is a flat dict named by module
-path, e.g. ``encoder.en_convs.2.cache`` or ``dpgrnn.0.inter_rnn.h`` (:meth:`GTCRN.init_state`).
-"""
+"""The GTCRN family: Encoder, Decoder and the mask-estimation model, written once (encoders
+``g32`` and ``official``, see README). The state is a flat dict named by module path, e.g.
+``encoder.en_convs.2.cache`` or ``dpgrnn.0.inter_rnn.h``."""
 
 from __future__ import annotations
 
