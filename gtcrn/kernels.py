@@ -15,9 +15,8 @@ from .deploy.fold import (
     band_matrix,
     conv_weight,
     from_bands,
-    gru_weights,
+    grnn_weights,
     interleave,
-    merge_grus,
     polyphase,
     to_bands,
 )
@@ -108,7 +107,7 @@ def grnn_scan(grnn: GRNN, xc: torch.Tensor, state: State | None) -> tuple[list[t
     the states of each direction (hidden, L, N), units [group 1, group 2], and ``h`` (dirs, N, hidden)."""
     ys, h_n = [], []
     for d in range(2 if grnn.bidirectional else 1):
-        w = merge_grus([gru_weights(r, reverse=d == 1) for r in (grnn.rnn1, grnn.rnn2)])
+        w = grnn_weights(grnn, reverse=d == 1)
         h0 = xc.new_zeros(grnn.hidden_size, xc.shape[2]) if state is None else state["h"][d].t()  # (H, N)
         ys.append(gru_scan(xc, h0, *w, reverse=d == 1))  # (hidden, L, N)
         h_n.append((ys[-1][:, 0] if d == 1 else ys[-1][:, -1]).t())  # (N, hidden)

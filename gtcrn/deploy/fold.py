@@ -114,6 +114,11 @@ def gru_weights(gru: nn.GRU, reverse: bool = False) -> list[torch.Tensor]:
     return [getattr(gru, name + sfx) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
 
 
+def grnn_weights(grnn: nn.Module, reverse: bool = False) -> list[torch.Tensor]:
+    """One direction of a :class:`gtcrn.nn.GRNN`, both groups as one GRU (units [group 1, group 2])."""
+    return merge_grus([gru_weights(r, reverse) for r in (grnn.rnn1, grnn.rnn2)])
+
+
 def prelu_slope(act: nn.Module) -> float | None:
     """The slope of a one-parameter PReLU as a float (it becomes a LeakyReLU), else None."""
     if isinstance(act, nn.PReLU) and act.weight.numel() == 1:

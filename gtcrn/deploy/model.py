@@ -180,10 +180,8 @@ class DPGRNNLayer(nn.Module):
     def __init__(self, block: DPGRNN, name: str) -> None:
         super().__init__()
         self.key = f"{name}.inter_rnn.h"
-        intra, inter = block.intra_rnn, block.inter_rnn
-        pair = (intra.rnn1, intra.rnn2)
-        fwd = fold.merge_grus([fold.gru_weights(r) for r in pair])
-        bwd = fold.merge_grus([fold.gru_weights(r, reverse=True) for r in pair])
+        intra = block.intra_rnn
+        fwd, bwd = fold.grnn_weights(intra), fold.grnn_weights(intra, reverse=True)
         self.intra_gru = _gru(fold.merge_grus([fwd, bwd]))  # units [fwd g1, fwd g2, bwd g1, bwd g2]
         # intra_fc reads torch's order [g1 fwd, g1 bwd, g2 fwd, g2 bwd] from [y_f, y_(W-1-f)]: forward
         # units from the first copy, backward units from the reversed one.
@@ -191,7 +189,7 @@ class DPGRNNLayer(nn.Module):
         zero = w.new_zeros(w.shape[0], 4 * hg)
         w_fc = torch.cat([w[:, :hg], w[:, 2 * hg:3 * hg], zero, w[:, hg:2 * hg], w[:, 3 * hg:]], dim=1)
         self.intra_fc = _set(nn.Linear(w_fc.shape[1], w.shape[0]), weight=w_fc, bias=block.intra_fc.bias)
-        self.inter_gru = _gru(fold.merge_grus([fold.gru_weights(r) for r in (inter.rnn1, inter.rnn2)]))
+        self.inter_gru = _gru(fold.grnn_weights(block.inter_rnn))
         self.intra_ln, self.inter_fc, self.inter_ln = (copy.deepcopy(m) for m in
                                                        (block.intra_ln, block.inter_fc, block.inter_ln))
         self.register_buffer("reverse", torch.arange(block.width - 1, -1, -1), persistent=False)
@@ -289,7 +287,7 @@ class DeployGTCRN(nn.Module):
             state[key] = torch.zeros(shape, device=device or p.device, dtype=dtype or p.dtype)
         return state
 
-    def forward_stateful(self, spec: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+    def forward(self, spec: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Enhance frames (B, 257, T, 2) given the state after the previous frames."""
         state = self.init_state(spec.shape[0]) if state is None else state
         front = self.front(spec)  # (B, 9, T, F)
@@ -316,11 +314,7 @@ class DeployGTCRN(nn.Module):
             x = self.head(x + skips[-1 - len(self.decoder)])  # (B, 2, T, F)
         return self.mask(x, spec), new_state  # (B, 257, T, 2)
 
-    def forward(self, spec: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        return self.forward_stateful(spec, state)
-
-    def step(self, frame: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        return self.forward_stateful(frame, state)
+    forward_stateful = step = forward  # the plain model's names for a chunk and for one frame
 
 
 @torch.no_grad()
