@@ -11,15 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from .deploy.fold import (
-    band_matrix,
-    conv_weight,
-    from_bands,
-    grnn_weights,
-    interleave,
-    polyphase,
-    to_bands,
-)
+from .deploy import fold
 from .nn.blocks import DPGRNN, GRNN, BandStem, State
 
 
@@ -107,7 +99,7 @@ def grnn_scan(grnn: GRNN, xc: torch.Tensor, state: State | None) -> tuple[list[t
     the states of each direction (hidden, L, N), units [group 1, group 2], and ``h`` (dirs, N, hidden)."""
     ys, h_n = [], []
     for d in range(2 if grnn.bidirectional else 1):
-        w = grnn_weights(grnn, reverse=d == 1)
+        w = fold.grnn_weights(grnn, reverse=d == 1)
         h0 = xc.new_zeros(grnn.hidden_size, xc.shape[2]) if state is None else state["h"][d].t()  # (H, N)
         ys.append(gru_scan(xc, h0, *w, reverse=d == 1))  # (hidden, L, N)
         h_n.append((ys[-1][:, 0] if d == 1 else ys[-1][:, -1]).t())  # (N, hidden)
@@ -207,18 +199,18 @@ class FastDepthwiseConvT(nn.ConvTranspose2d):
     """The decoder's stride-1 transposed depthwise conv as the equal conv, through :class:`_DepthwiseConv`."""
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        return _DepthwiseConv.apply(x, conv_weight(self), self.bias, self.dilation[0])
+        return _DepthwiseConv.apply(x, fold.conv_weight(self), self.bias, self.dilation[0])
 
 
 class PolyphaseConvT(nn.ConvTranspose2d):
     """A strided (1, K) transposed conv as one stride-1 conv over its output phases."""
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        w, (left, right), out_w = polyphase(self, x.shape[-1])
+        w, (left, right), out_w = fold.polyphase(self, x.shape[-1])
         s = self.stride[1]
         x, pad = (x, left) if left == right else (F.pad(x, (left, right)), 0)
         y = F.conv2d(x, w, self.bias.repeat_interleave(s), padding=(0, pad), groups=self.groups)
-        return interleave(y, s, out_w)  # (B, C s, T, M) -> (B, C, T, out_w)
+        return fold.interleave(y, s, out_w)  # (B, C s, T, M) -> (B, C, T, out_w)
 
 
 class FastPointwise(nn.Conv2d):
@@ -226,7 +218,7 @@ class FastPointwise(nn.Conv2d):
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         b, c, t, f = x.shape
-        w = conv_weight(self).view(1, -1, c)  # (1, C_out, C_in)
+        w = fold.conv_weight(self).view(1, -1, c)  # (1, C_out, C_in)
         y = torch.baddbmm(self.bias.view(1, -1, 1), w.expand(b, -1, c), x.reshape(b, c, t * f))
         return y.view(b, -1, t, f)  # (B, C_out, T, F)
 
@@ -236,15 +228,14 @@ class FastPointwiseT(nn.ConvTranspose2d):
 
 
 class MatmulBandStem(BandStem):
-    """The band stem's grouped conv as one matrix per group (:func:`gtcrn.deploy.fold.band_matrix`),
-    whose output is already in BatchNorm's channel order."""
+    """The band stem's grouped conv as one matrix per group, its output in BatchNorm's channel order."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, t, f = x.shape
-        mat, bias = band_matrix(self.conv, self.bands, f)  # (G, k C_out w, C_in k w), (G, k C_out w, 1)
-        y = torch.baddbmm(bias, mat, to_bands(x, self.conv.groups))  # (G, k C_out w, B T)
+        mat, bias = fold.band_matrix(self.conv, self.bands, f)  # (G, k C_out w, C_in k w), (G, k C_out w, 1)
+        y = torch.baddbmm(bias, mat, fold.to_bands(x, self.conv.groups))  # (G, k C_out w, B T)
         y = self.act(self.bn(y.view(1, self.bands * self.out_channels, -1, b * t)))  # (1, N C_out, w, B T)
-        return from_bands(y, b, t, self.out_channels, self.bands)  # (B, C_out, T, F)
+        return fold.from_bands(y, b, t, self.out_channels, self.bands)  # (B, C_out, T, F)
 
 
 def _kernel_for(module: nn.Module) -> type | None:

@@ -60,9 +60,8 @@ def unpack_state(packed: np.ndarray, layout: list[dict[str, Any]]) -> dict[str, 
 
 
 class PackedState(nn.Module):
-    """``(spec, state (S,)) -> (enhanced, state_out (S,))`` around a deploy model. The packed vector
-    is viewed as (1, S / d, d), d the GRU states' hidden size when it divides every part, and split
-    once: the GRU states, (1, n, d), are then used as they come and only the caches are reshaped."""
+    """``(spec, state (S,)) -> (enhanced, state_out (S,))`` around a deploy model. The vector is split
+    as (1, S / d, d), d the GRU states' hidden size if it divides all, so only caches are reshaped."""
 
     def __init__(self, deploy: DeployGTCRN) -> None:
         super().__init__()
@@ -132,9 +131,8 @@ def build_onnx(model: nn.Module, chunk: bool = False, opset: int = DEFAULT_OPSET
 
 
 def verify_onnx(model: nn.Module, graph: str | Path | bytes, frames: int = 40, seed: int = 0) -> float:
-    """Max abs difference between onnxruntime and the torch model on ``frames`` random frames: every
-    enhanced frame and the final state (the step graph runs frame by frame, the chunk graph in two
-    chunks, each feeding its state back)."""
+    """Max abs difference between onnxruntime and the torch model on ``frames`` random frames, enhanced
+    frames and final state (the step graph frame by frame, the chunk graph in two chunks)."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph),
@@ -155,10 +153,8 @@ def verify_onnx(model: nn.Module, graph: str | Path | bytes, frames: int = 40, s
 
 def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, verify: bool = True,
                 chunk: bool = False) -> Path:
-    """Export ``model``'s streaming step (or, with ``chunk``, the chunk graph) to ``path``.
-
-    ``verify``: when onnxruntime is installed, compare the graph with the torch model on random
-    frames and raise :class:`ExportError` if they differ by more than 1e-4."""
+    """Export ``model``'s streaming step (or, with ``chunk``, the chunk graph) to ``path``; ``verify``:
+    with onnxruntime installed, raise :class:`ExportError` unless :func:`verify_onnx` is within 1e-4."""
     import onnx
 
     path = Path(path)

@@ -87,10 +87,9 @@ class TRA(nn.Module):
 
 
 class GTConvBlock(nn.Module):
-    """Grouped temporal convolution: half of the channels go SFE -> point conv -> causal depthwise
-    conv dilated in time -> point conv -> TRA, the other half is kept, the halves are interleaved
-    (channel shuffle). The decoder's variant has stride-1 transposed convs (causal, same context).
-    State ``cache``: the last ``(k - 1) dilation`` frames into the depthwise conv; ``tra.h``."""
+    """Grouped temporal convolution: half of the channels go SFE -> point conv -> causal dilated
+    depthwise conv -> point conv -> TRA, the other half is kept, then channel shuffle. The decoder's
+    has stride-1 transposed convs. State ``cache``: the depthwise conv's past frames; ``tra.h``."""
 
     def __init__(self, in_channels: int, hidden_channels: int, kernel_size: tuple[int, int],
                  dilation: int, use_deconv: bool = False) -> None:

@@ -36,8 +36,7 @@ def spectrum_features(spec: torch.Tensor) -> torch.Tensor:
 
 
 def check_spectrum(spec: torch.Tensor) -> None:
-    """A ``ValueError`` naming the expected layout unless ``spec`` is (B, 257, T, 2): real/imag
-    STFT frames from :func:`gtcrn.stft.stft` (512-point FFT, 257 bins)."""
+    """A ``ValueError`` naming the expected layout unless ``spec`` is (B, 257, T, 2) from ``stft``."""
     shape = tuple(spec.shape)
     if len(shape) != 4 or shape[1] != N_FREQS or shape[3] != 2:
         hint = " (add the batch axis: spec[None])" if len(shape) == 3 and shape[0] == N_FREQS else ""
@@ -151,10 +150,8 @@ class Decoder(nn.Module):
 
 
 class GTCRN(nn.Module):
-    """GTCRN speech enhancement: a complex ratio mask on the noisy STFT. ``forward(spec)``: (B, 257,
-    T, 2) -> the same, offline; ``forward_stateful(spec, state)`` on a chunk of frames from the state
-    after the previous ones (``init_state``: before the first); one frame at a time it is the
-    streaming step. Fast inference: :func:`gtcrn.deploy.to_deploy`, :mod:`gtcrn.engine`."""
+    """GTCRN speech enhancement: a complex ratio mask on the noisy STFT (B, 257, T, 2), offline
+    (``forward``), by chunks or frame by frame (``forward_stateful``, ``step``) from ``init_state``."""
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
