@@ -265,9 +265,8 @@ def _kernel_for(module: nn.Module) -> type | None:
 
 
 def use_cpu_kernels(model: nn.Module) -> nn.Module:
-    """Swap ``model``'s modules for their fast CPU training forms in place (:func:`_kernel_for`): each
-    a subclass sharing the module's parameters and submodules (same state-dict keys, same function).
-    Returns ``model``."""
+    """Swap ``model``'s modules in place for their fast CPU training forms (:func:`_kernel_for`), which
+    share their parameters and submodules (same state-dict keys, same function); returns ``model``."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             kernel = _kernel_for(child)

@@ -1,9 +1,5 @@
-"""Re-parameterisation math: plain layers rewritten as fewer, standard operations.
-
-Every function is differentiable torch code on a layer's parameters, so the deploy model
-(:mod:`gtcrn.deploy.model`, computed once) and the CPU training kernels (:mod:`gtcrn.kernels`,
-recomputed every step) share it.
-"""
+"""Re-parameterisation math: plain layers rewritten as fewer, standard operations, differentiable
+torch code shared by the deploy model (computed once) and the CPU training kernels (every step)."""
 
 from __future__ import annotations
 
