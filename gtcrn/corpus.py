@@ -87,7 +87,7 @@ from .inference import (
     _FileProgress,
     _model_and_engine,
     _Resampler,
-    enhance_file,
+    enhance_job,
     plan_jobs,
     plot_path,
 )
@@ -703,17 +703,11 @@ def enhance_corpus(inputs: Sequence[str | Path], output: str | Path | None = Non
                     job.output.parent.mkdir(parents=True, exist_ok=True)
                 advance = _FileProgress(bar, shares[i])
                 start = time.perf_counter()
-                try:
-                    result = enhance_file(job.source, job.output, model, output_rate=output_rate,
-                                          attenuation_limit=attenuation_limit, overwrite=overwrite,
-                                          plot=plot, chunk_frames=chunk_frames, block_size=block_size,
-                                          on_progress=None if enhancer is not None else advance,
-                                          enhancer=enhancer, engine=runner)
-                except AudioError as exc:
-                    result = FileResult(job.source, job.output, one_line(exc))
-                except Exception as exc:  # keep going over the other files
-                    result = FileResult(job.source, job.output,
-                                        f"{job.source}: {type(exc).__name__}: {one_line(exc)}")
+                result = enhance_job(job, model, output_rate=output_rate,
+                                     attenuation_limit=attenuation_limit, overwrite=overwrite, plot=plot,
+                                     chunk_frames=chunk_frames, block_size=block_size,
+                                     on_progress=None if enhancer is not None else advance,
+                                     enhancer=enhancer, engine=runner)
                 finish(i, result, spent + time.perf_counter() - start, advance)
 
             groups: list[list[int]] = []

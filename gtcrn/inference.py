@@ -565,6 +565,18 @@ def enhance_file(source: str | Path, output: str | Path, model: nn.Module, *,
 
 # ---- many files --------------------------------------------------------------------------------
 
+
+def enhance_job(job: FileResult, model: nn.Module, **options: Any) -> FileResult:
+    """:func:`enhance_file` for one planned job (source and output set), keeping a batch going:
+    a failure becomes the job's result, one line naming the file, instead of an exception."""
+    assert job.source is not None and job.output is not None
+    try:
+        return enhance_file(job.source, job.output, model, **options)
+    except AudioError as exc:
+        return FileResult(job.source, job.output, one_line(exc))
+    except Exception as exc:  # keep going over the other files
+        return FileResult(job.source, job.output, f"{job.source}: {type(exc).__name__}: {one_line(exc)}")
+
 def _has_glob(text: str) -> bool:
     return any(ch in _GLOB_CHARS for ch in text)
 
@@ -805,17 +817,10 @@ def enhance_paths(inputs: Sequence[str | Path], output: str | Path | None = None
             if job.error is None and skip_existing and job.output is not None and job.output.is_file():
                 result = FileResult(job.source, job.output, skipped=True)
             elif job.error is None:
-                assert job.source is not None and job.output is not None
-                try:
-                    result = enhance_file(job.source, job.output, model, output_rate=output_rate,
-                                          attenuation_limit=attenuation_limit, overwrite=overwrite,
-                                          plot=plot, chunk_frames=chunk_frames, block_size=block_size,
-                                          on_progress=advance, engine=runner)
-                except AudioError as exc:
-                    result = FileResult(job.source, job.output, one_line(exc))
-                except Exception as exc:  # keep going over the other files
-                    result = FileResult(job.source, job.output,
-                                        f"{job.source}: {type(exc).__name__}: {one_line(exc)}")
+                result = enhance_job(job, model, output_rate=output_rate,
+                                     attenuation_limit=attenuation_limit, overwrite=overwrite, plot=plot,
+                                     chunk_frames=chunk_frames, block_size=block_size,
+                                     on_progress=advance, engine=runner)
             advance.finish()
             results.append(result)
             for message in result.warnings:

@@ -167,7 +167,7 @@ def test_an_interrupted_run_resumes_without_redoing_finished_files(mixed, tmp_pa
     assert full.written == 7
     calls: list[Path] = []
     stop = [4]
-    real = corpus.enhance_file
+    real = inference.enhance_file  # what corpus and enhance_paths both call, via enhance_job
 
     def counting(source, output, *args, **kwargs):
         calls.append(Path(source))
@@ -175,7 +175,7 @@ def test_an_interrupted_run_resumes_without_redoing_finished_files(mixed, tmp_pa
             raise KeyboardInterrupt
         return real(source, output, *args, **kwargs)
 
-    monkeypatch.setattr(corpus, "enhance_file", counting)
+    monkeypatch.setattr(inference, "enhance_file", counting)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         enhance_corpus([mixed], out, model, manifest=manifest, progress=False)
