@@ -7,6 +7,7 @@ is exercised with a locally built fake package (skipped when dpkg-deb is missing
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -405,6 +406,46 @@ def test_select_dev_files_deterministic():
     assert select_dev_files(["only"], 0, "src") == set()
 
 
+def test_package_table_loads_with_the_speech_rules_first():
+    rules = prepare.PACKAGE_RULES
+    assert prepare.SPEECH_PACKAGES + prepare.NOISE_PACKAGES == tuple(rules)
+    assert prepare.SPEECH_PACKAGES and prepare.NOISE_PACKAGES
+    for name, rule in rules.items():
+        assert rule.kind == ("speech" if name in prepare.SPEECH_PACKAGES else "noise")
+        for rx in (rule.include, rule.exclude, rule.unpack, rule.unpack_members,
+                   *(s.match for s in rule.speaker), *(s.strip for s in rule.speaker)):
+            if rx is not None:
+                re.compile(rx)
+    # YAML anchors: the French Asterisk voices share the English rule but name their own licence files.
+    en, fr = rules["asterisk-core-sounds-en-g722"], rules["asterisk-core-sounds-fr-g722"]
+    assert (fr.include, fr.speaker, fr.needs_ffmpeg) == (en.include, en.speaker, True)
+    assert (en.licence_files, fr.licence_files) == ("*", "fr-*")
+    assert rules["0ad-music"].extract == rules["0ad-data"].extract != ()
+
+
+@pytest.mark.parametrize("rel, expected", [
+    ("usr/share/asterisk/sounds/fr_FR_f_Sylvie/digits/1.g722", ("asterisk-sylvie", "F")),
+    ("usr/share/games/fillets-ng/sound/party1/cs/party1-m-hello.ogg", ("fillets-cs-m", None)),
+    ("usr/share/games/fillets-ng/sound/gods/cs/b1-zeus.ogg", ("fillets-cs-gods-b1", None)),
+    ("usr/share/games/fillets-ng/sound/gods/cs/intro.ogg", (None, None)),
+    ("usr/share/klettres/sr@latin/alpha/a.ogg", ("klettres-sr", None)),
+    ("usr/share/games/hedgewars/Data/Sounds/voices/Russian_pl/Hello.ogg", ("hedgewars-Russian", None)),
+    ("usr/share/festival/voices/russian/msu_ru_nsh_clunits/wav/a1.wav", ("festvox-ru-nsh", "M")),
+])
+def test_speaker_rules_of_the_table(rel, expected):
+    name = next(k for k, r in prepare.PACKAGE_RULES.items() if re.search(r.include, rel))
+    assert prepare.speaker_of(prepare.PACKAGE_RULES[name].speaker, rel) == expected
+
+
+def test_speaker_of_takes_the_first_matching_entry():
+    rules = (prepare.SpeakerRule(match=r"/(?P<a>x+)/", name="first-{a}", sex="{a}"),
+             prepare.SpeakerRule(match=r"/(?P<a>\w+)/", name="second-{a}", strip="_.*$", lower=True))
+    assert prepare.speaker_of(rules, "p/xx/f.wav") == ("first-xx", "XX")
+    assert prepare.speaker_of(rules, "p/Ab_cd/f.wav") == ("second-ab", None)
+    assert prepare.speaker_of(rules, "f.wav") == (None, None)
+    assert prepare.speaker_of((), "p/xx/f.wav") == (None, None)
+
+
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb not available")
 def test_debian_package_path(tmp_path, monkeypatch):
     """A locally built .deb in the cache: rules, speakers, licences, exclusion report."""
@@ -446,7 +487,7 @@ def test_debian_package_path(tmp_path, monkeypatch):
         prepare.PackageRule(
             kind="speech",
             include=r"voices/.+\.wav$",
-            speaker=prepare._folder_speaker("fake", r"/voices/([^/]+)/"),
+            speaker=(prepare.SpeakerRule(match=r"/voices/(?P<voice>[^/]+)/", name="fake-{voice}"),),
         ),
     )
     monkeypatch.setattr(prepare, "SYNTH_CLIPS_PER_TYPE", 1)
@@ -762,7 +803,7 @@ def test_debian_zip_members_and_speech_screening(tmp_path, monkeypatch):
         rules[name] = prepare.PackageRule(
             kind="speech",
             include=r"voices/.+\.wav$",
-            speaker=prepare._folder_speaker(name, r"/voices/(\w+)/"),
+            speaker=(prepare.SpeakerRule(match=r"/voices/(?P<voice>\w+)/", name=name + "-{voice}"),),
         )
     for k, v in rules.items():
         monkeypatch.setitem(prepare.PACKAGE_RULES, k, v)

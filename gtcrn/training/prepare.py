@@ -80,33 +80,6 @@ def default_shared_dir() -> Path:
     """``../shared`` from the working directory, as an absolute path."""
     return (Path.cwd() / DEFAULT_SHARED_DIR).resolve()
 
-#: Debian packages providing spoken voice (the voice/language folder gives the speaker).
-SPEECH_PACKAGES: tuple[str, ...] = (
-    "asterisk-core-sounds-en-g722",
-    "asterisk-core-sounds-es-g722",
-    "asterisk-core-sounds-it-g722",
-    "fillets-ng-data-cs",
-    "klettres-data",
-    "ktuberling-data",
-    "hedgewars-data",
-    "festvox-ru",
-    "asterisk-core-sounds-fr-g722",
-    "asterisk-core-sounds-ru-g722",
-)
-#: Rules (keys of :data:`PACKAGE_RULES`) providing sound effects, ambiences and, as a noise class
-#: of its own, music (``0ad-music``); game music of the other packages is skipped.
-NOISE_PACKAGES: tuple[str, ...] = (
-    "megaglest-data",
-    "supertuxkart-data",
-    "lincity-ng-data",
-    "widelands-data",
-    "minetest-data",
-    "bucklespring-data",
-    "0ad-data",
-    "0ad-music",
-    "openttd-opensfx",
-)
-
 LIBRISPEECH_DIR = "speech/librispeech-train-clean-100"
 LIBRISPEECH_SOURCE = "librispeech-train-clean-100"
 LIBRISPEECH_DEV_PER_SEX = 20  # 20 M + 20 F dev speakers
@@ -206,31 +179,40 @@ class PrepareError(Exception):
 # Package rules: which files are used, as what, by which speaker
 # --------------------------------------------------------------------------------------
 
-SpeakerFn = Callable[[str], "tuple[str | None, str | None]"]
+@dataclass(frozen=True)
+class SpeakerRule:
+    """Who speaks in a file, from its path (see ``packages.yaml``): where ``match`` (a regex with named
+    groups) is found, ``name`` and ``sex`` are filled with its groups, after ``strip`` is removed from
+    each and, with ``lower``, lower-cased."""
+
+    match: str
+    name: str
+    sex: str | None = None
+    strip: str | None = None
+    lower: bool = False
+
+
+def speaker_of(rules: Iterable[SpeakerRule], rel: str) -> tuple[str | None, str | None]:
+    """``(speaker, sex)`` of the file at ``rel`` by the first rule that matches, else ``(None, None)``."""
+    for rule in rules:
+        m = re.search(rule.match, rel)
+        if m is None:
+            continue
+        groups = {k: re.sub(rule.strip, "", v) if rule.strip else v for k, v in m.groupdict().items()}
+        groups = {k: v.lower() for k, v in groups.items()} if rule.lower else groups
+        return rule.name.format(**groups), rule.sex.format(**groups).upper() if rule.sex else None
+    return None, None
 
 
 @dataclass(frozen=True)
 class PackageRule:
-    """How to use the audio of one Debian package.
-
-    ``include``/``exclude`` are regular expressions searched in the file's path relative to the
-    extracted package root; ``speaker`` maps that path to ``(speaker, sex)``; ``licence_files``
-    names the DEP-5 ``Files:`` pattern whose licence applies to all the audio (for packages whose
-    stanzas name upstream tarball paths rather than installed paths).
-
-    ``package`` is the Debian package (default: the rule's key; two rules may share a package,
-    e.g. ambiences and music as separate sources); ``extract`` restricts ``dpkg-deb`` to these
-    tar members (shell patterns such as ``./usr/share/doc/*``: a large package is not unpacked
-    whole); ``unpack`` is a regular expression naming container files inside the package (``.zip``
-    archives, OpenTTD ``.cat`` sound sets) whose members matching ``unpack_members`` are extracted
-    under ``_unpacked/<container name>/`` of the package root, where ``include`` finds them.
-    """
+    """How to use the audio of one Debian package (the fields are described in ``packages.yaml``)."""
 
     kind: str
     include: str
     exclude: str | None = None
     exclude_reason: str = "not speech/noise (rule)"
-    speaker: SpeakerFn | None = None
+    speaker: tuple[SpeakerRule, ...] = ()
     licence_files: str | None = None
     needs_ffmpeg: bool = False
     package: str | None = None
@@ -239,159 +221,28 @@ class PackageRule:
     unpack_members: str | None = None
 
 
-def _asterisk_speaker(rel: str) -> tuple[str | None, str | None]:
-    m = re.search(r"sounds/[a-z]{2}_[A-Z]{2}_([mf])_([A-Za-z]+)/", rel)
-    if not m:
-        return None, None
-    return f"asterisk-{m.group(2).lower()}", m.group(1).upper()
+def load_package_rules(path: Path) -> dict[str, PackageRule]:
+    """The rules of a ``packages.yaml``-style file, speech rules first, in file order."""
+    import yaml
+
+    table = yaml.safe_load(path.read_text(encoding="utf-8"))
+    rules = {}
+    for kind in ("speech", "noise"):
+        for name, fields in table[kind].items():
+            fields = dict(fields)
+            fields["speaker"] = tuple(SpeakerRule(**entry) for entry in fields.get("speaker", ()))
+            fields["extract"] = tuple(fields.get("extract", ()))
+            rules[name] = PackageRule(kind=kind, **fields)
+    return rules
 
 
-def _fillets_speaker(rel: str) -> tuple[str | None, str | None]:
-    """Fish Fillets: ``sound/<level>/cs/[<level>-]<character>-<line>.ogg``.
-
-    ``m``/``v`` are the two fish heard in every level; other character codes are per level
-    (``viking2``'s ``1``..``8``, ``gods``' ``b1``/``b2``), so they are qualified by the level.
-    Names without a character code give ``None`` (the caller uses the source name).
-    """
-    m = re.search(r"sound/([^/]+)/[^/]+/([^/]+)\.ogg$", rel)
-    if not m:
-        return None, None
-    level, parts = m.group(1), m.group(2).split("-")
-    if len(parts) >= 3:
-        char = parts[1]
-    elif len(parts) == 2:
-        char = parts[0]
-    else:
-        return None, None
-    char = char.lower()
-    return (f"fillets-cs-{char}" if char in ("m", "v") else f"fillets-cs-{level}-{char}"), None
-
-
-def _folder_speaker(prefix: str, pattern: str, strip: str | None = None) -> SpeakerFn:
-    """Speaker = ``prefix-<folder>`` where ``pattern``'s group 1 is the folder.
-
-    ``strip`` removes a regional/translation suffix so that folders that may share a voice
-    (``en``/``en_GB``, ``Russian``/``Russian_pl``) become one speaker: over-merging only makes
-    the speaker split coarser, never leaks a voice between train and dev.
-    """
-    rx = re.compile(pattern)
-    rx_strip = re.compile(strip) if strip else None
-
-    def fn(rel: str) -> tuple[str | None, str | None]:
-        m = rx.search(rel)
-        if not m:
-            return None, None
-        folder = rx_strip.sub("", m.group(1)) if rx_strip else m.group(1)
-        return f"{prefix}-{folder}", None
-
-    return fn
-
-
-def _fixed_speaker(speaker: str, sex: str | None) -> SpeakerFn:
-    """Every file is the same speaker (a single-voice package)."""
-
-    def fn(rel: str) -> tuple[str | None, str | None]:
-        return speaker, sex
-
-    return fn
-
-
-_ASTERISK = dict(
-    kind="speech",
-    include=r"usr/share/asterisk/sounds/.+\.g722$",
-    exclude=r"/silence/|/(beep|beeperr|ascending-2tone|descending-2tone)\.g722$",
-    exclude_reason="tones/silence (rule)",
-    speaker=_asterisk_speaker,
-    needs_ffmpeg=True,
-)
-
-_ZERO_AD = dict(
-    kind="noise",
-    package="0ad-data",
-    extract=("./usr/share/games/0ad/mods/public/public.zip", "./usr/share/doc/*"),
-    unpack=r"mods/public/public\.zip$",
-    unpack_members=r"^audio/(ambient|music)/[^/].*\.ogg$",
-)
-
-PACKAGE_RULES: dict[str, PackageRule] = {
-    "asterisk-core-sounds-en-g722": PackageRule(**_ASTERISK, licence_files="*"),
-    "asterisk-core-sounds-es-g722": PackageRule(**_ASTERISK, licence_files="*"),
-    "asterisk-core-sounds-it-g722": PackageRule(**_ASTERISK, licence_files="it-*"),
-    "asterisk-core-sounds-fr-g722": PackageRule(**_ASTERISK, licence_files="fr-*"),
-    "asterisk-core-sounds-ru-g722": PackageRule(**_ASTERISK, licence_files="ru-*"),
-    # Read Russian sentences of the msu_ru_nsh unit-selection voice (one man).
-    "festvox-ru": PackageRule(
-        kind="speech",
-        include=r"voices/russian/msu_ru_nsh_clunits/wav/[^/]+\.wav$",
-        speaker=_fixed_speaker("festvox-ru-nsh", "M"),
-    ),
-    "fillets-ng-data-cs": PackageRule(
-        kind="speech", include=r"games/fillets-ng/sound/.+\.ogg$", speaker=_fillets_speaker
-    ),
-    "klettres-data": PackageRule(
-        kind="speech",
-        include=r"usr/share/klettres/[^/]+/(alpha|syllab)/.+\.ogg$",
-        speaker=_folder_speaker("klettres", r"klettres/([^/]+)/", strip=r"[_@].*$"),
-    ),
-    "ktuberling-data": PackageRule(
-        kind="speech",
-        include=r"usr/share/ktuberling/sounds/[^/]+/.+\.(ogg|wav|opus)$",
-        speaker=_folder_speaker("ktuberling", r"sounds/([^/]+)/", strip=r"[_@].*$"),
-    ),
-    "hedgewars-data": PackageRule(
-        kind="speech",
-        include=r"Data/Sounds/voices/[^/]+/.+\.ogg$",
-        # Robot is vocoded, Singer is sung: not clean spoken voice.
-        exclude=r"voices/(Robot|Singer)/",
-        exclude_reason="processed/sung voice pack (rule)",
-        speaker=_folder_speaker("hedgewars", r"/voices/([^/]+)/", strip=r"_.*$"),
-    ),
-    "megaglest-data": PackageRule(
-        kind="noise",
-        include=r"games/megaglest/.+\.(wav|ogg)$",
-        # music, and unit voices (acknowledge/select/die/hit/attack shouts)
-        exclude=r"/music/|_music\.ogg$|/[^/]*_(ack|select|die|hit|attack)\d*\.(wav|ogg)$",
-        exclude_reason="music or unit voice (rule)",
-    ),
-    "supertuxkart-data": PackageRule(
-        kind="noise",
-        include=r"supertuxkart/data/(sfx|library|karts|tracks)/.+\.ogg$",
-        exclude=(
-            r"/music/|/tracks/(battleisland|cave|ancient_colosseum_labyrinth)/|introcutscene2/intro2\.ogg"
-            r"|nolok_speech|WilhelmScream|/ugh\.ogg|/wee\.ogg|sara_airport_pa|static-radio"
-            r"|race_finish|last_lap_fanfare|gp_end|track_intro|start_race|goal_scored|gnu_flute"
-        ),
-        exclude_reason="music, jingle or voice (rule)",
-    ),
-    "lincity-ng-data": PackageRule(
-        kind="noise", include=r"games/lincity-ng/sounds/.+\.wav$", exclude=r"/music/"
-    ),
-    "widelands-data": PackageRule(
-        kind="noise",
-        include=r"widelands/data/(sound|world)/.+\.ogg$",
-        exclude=r"/music/|sound/(message|lobby)_|sound/military/",
-        exclude_reason="music or UI jingle (rule)",
-    ),
-    "minetest-data": PackageRule(
-        kind="noise",
-        include=r"mods/.+/sounds/.+\.ogg$",
-        exclude=r"/devtest/|player_damage",
-        exclude_reason="test tone or voice (rule)",
-    ),
-    "bucklespring-data": PackageRule(kind="noise", include=r"usr/share/buckle/wav/.+\.wav$"),
-    # 0 A.D.: ambiences (crowds, wind, rain, water, birds) and music, inside the 3 GB public.zip;
-    # only that zip is taken out of the .deb and only audio/ambient + audio/music out of the zip.
-    "0ad-data": PackageRule(**_ZERO_AD, include=r"_unpacked/public\.zip/audio/ambient/.+\.ogg$"),
-    "0ad-music": PackageRule(**_ZERO_AD, include=r"_unpacked/public\.zip/audio/music/.+\.ogg$"),
-    # OpenTTD's free sound set: WAVs inside opensfx.cat, each entry named with its own licence.
-    "openttd-opensfx": PackageRule(
-        kind="noise",
-        include=r"_unpacked/opensfx\.cat/.+\.wav$",
-        exclude=r"/\d+-(unused-nothing|good-year|bad-year|oooh-sound)",
-        exclude_reason="jingle, voice or empty (rule)",
-        unpack=r"baseset/opensfx/opensfx\.cat$",
-    ),
-}
+PACKAGE_RULES: dict[str, PackageRule] = load_package_rules(Path(__file__).with_name("packages.yaml"))
+#: Rules read by default: voices (the voice or language folder gives the speaker), then sound
+#: effects, ambiences and, as a noise class of its own, music (``0ad-music``).
+SPEECH_PACKAGES: tuple[str, ...] = tuple(k for k, r in PACKAGE_RULES.items() if r.kind == "speech")
+NOISE_PACKAGES: tuple[str, ...] = tuple(k for k, r in PACKAGE_RULES.items() if r.kind == "noise")
+#: GCompris voices: one speaker per language folder (regional variants merged).
+GCOMPRIS_SPEAKER = (SpeakerRule(match=r"^(?P<folder>[^/]+)/", name="gcompris-{folder}", strip=r"[_@].*$"),)
 
 
 # --------------------------------------------------------------------------------------
@@ -1263,12 +1114,11 @@ def _gcompris_source(data_dir: Path, log: _Log) -> _Source:
     if not entries:
         src.excluded_reason = f"no {SHARED_MANIFEST} with per-file licences in {folder}"
         return src
-    speaker_of = _folder_speaker("gcompris", r"^([^/]+)/", strip=r"[_@].*$")
     for path in sorted(folder.rglob("*")):
         if path.suffix.lower() not in AUDIO_EXTENSIONS or not path.is_file():
             continue
         rel = path.relative_to(folder).as_posix()
-        speaker, _ = speaker_of(rel)
+        speaker, _ = speaker_of(GCOMPRIS_SPEAKER, rel)
         if speaker is None:
             src.skipped["not in a language folder"] += 1
             continue
@@ -1333,7 +1183,7 @@ def _debian_source(name: str, cache_dir: Path, log: _Log) -> _Source:
             src.skipped[why] += 1
             continue
         src.licence_evidence.add(f"{evidence} -> {licence}")
-        speaker, sex = rule.speaker(rel) if rule.speaker else (None, None)
+        speaker, sex = speaker_of(rule.speaker, rel)
         if rule.kind == "speech" and speaker is None:
             speaker = src.name
         stem = f"{rule.kind}/{_slug(src.name)}/{_clean_rel(rel)}"
