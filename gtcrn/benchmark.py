@@ -1,7 +1,9 @@
 """Speed and memory benchmark: offline real-time factor of each engine (onnxruntime on the
 chunk graph, the default; the deploy model in torch), per-frame streaming latency (the deploy
 model's torch step and the onnxruntime step graph), peak memory of a long file, and optionally
-the official streaming ONNX model timed the same way in the same run.
+the official streaming ONNX model timed the same way in the same run; with sherpa-onnx installed,
+the CPU time of sherpa-onnx's offline denoiser on our sherpa-onnx exports and on the official model
+(with sherpa-onnx's metadata added in a temporary copy), in the same run.
 
 Everything runs on one CPU thread (``torch.set_num_threads(1)``; onnxruntime with one
 intra-op thread, sequential execution, all graph optimisations). Latencies are timed
@@ -28,7 +30,7 @@ import torch
 from .complexity import complexity
 from .config import ModelConfig
 from .engine import ort_session
-from .extras import require
+from .extras import available, require
 from .stft import N_FREQS, SAMPLE_RATE, stft
 
 BLOCK = 25  # frames per round-robin block when timing several sessions
@@ -74,6 +76,8 @@ class BenchmarkResult:
     official_onnx_iob: Latency | None = None
     official_path: str | None = None
     environment: dict[str, str] = field(default_factory=dict)
+    sherpa_cpu: dict[str, float] = field(default_factory=dict)  # CPU s per s of audio, by model
+    sherpa_note: str | None = None  # why the sherpa-onnx row is missing or incomplete
 
 
 def _model(spec: str) -> tuple[torch.nn.Module, str]:
@@ -235,6 +239,24 @@ def time_onnx(paths: dict[str, Path], frames: int, warmup: int = 20, iobinding: 
     return {k: Latency.of(s.times) for k, s in steppers.items()}
 
 
+def sherpa_offline_cpu(paths: dict[str, Path], seconds: float, repeats: int = 3) -> dict[str, float]:
+    """CPU time (``time.process_time``) per second of audio of sherpa-onnx's ``OfflineSpeechDenoiser``
+    (one thread) on each sherpa-onnx GTCRN model, run in turn ``repeats`` times; the best of each."""
+    from .export import sherpa_denoiser
+
+    wav = speech_like_noise(seconds, seed=3).numpy()
+    denoisers = {name: sherpa_denoiser(path) for name, path in paths.items()}
+    for denoiser in denoisers.values():
+        denoiser(wav[:SAMPLE_RATE], SAMPLE_RATE)  # warm-up
+    best = dict.fromkeys(paths, float("inf"))
+    for _ in range(repeats):
+        for name, denoiser in denoisers.items():
+            start = time.process_time()
+            denoiser(wav, SAMPLE_RATE)
+            best[name] = min(best[name], time.process_time() - start)
+    return {name: cpu / seconds for name, cpu in best.items()}
+
+
 _MEMORY_SCRIPT = r"""
 import json, resource, sys, time
 import torch
@@ -322,8 +344,13 @@ def environment() -> dict[str, str]:
     except (OSError, StopIteration):
         pass
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "load average (1/5/15 min)": load,
-            "torch": torch.__version__, "onnxruntime": ort.__version__, "python": platform.python_version()}
+    env = {"cpu": cpu, "cores": str(os.cpu_count()), "load average (1/5/15 min)": load,
+           "torch": torch.__version__, "onnxruntime": ort.__version__, "python": platform.python_version()}
+    if available("sherpa_onnx"):
+        from importlib.metadata import version
+
+        env["sherpa-onnx"] = version("sherpa-onnx")
+    return env
 
 
 def run_benchmark(models: list[str], seconds: float = 60.0, frames: int = 500,
@@ -334,6 +361,7 @@ def run_benchmark(models: list[str], seconds: float = 60.0, frames: int = 500,
     import onnx
 
     from .deploy.onnx import export_onnx
+    from .export import export_sherpa_onnx, official_with_metadata
 
     for module in ("onnx", "onnxruntime"):  # fail before the long torch measurements
         require(module, "onnx", "gtcrn benchmark")
@@ -344,9 +372,13 @@ def run_benchmark(models: list[str], seconds: float = 60.0, frames: int = 500,
 
     torch.set_num_threads(1)
     result = BenchmarkResult(environment=environment())
+    sherpa = available("sherpa_onnx")
+    if not sherpa:
+        result.sherpa_note = "sherpa-onnx is not installed (the [sherpa] extra): no sherpa-onnx row"
     with tempfile.TemporaryDirectory(prefix="gtcrn-bench-") as tmp:
         workdir = Path(tmp)
         onnx_paths: dict[str, Path] = {}
+        sherpa_paths: dict[str, Path] = {}
         for i, name in enumerate(models):
             model, weights = _model(name)
             c = complexity(model)
@@ -359,6 +391,8 @@ def run_benchmark(models: list[str], seconds: float = 60.0, frames: int = 500,
             say(f"{name}: ONNX export")
             onnx_paths[name] = export_onnx(model, workdir / f"model{i}.onnx")
             row.onnx_nodes = len(onnx.load(str(onnx_paths[name])).graph.node)
+            if sherpa:
+                sherpa_paths[name] = export_sherpa_onnx(model, workdir / f"sherpa{i}.onnx")
             if memory_minutes > 0:
                 say(f"{name}: peak memory enhancing a {memory_minutes:g}-minute file")
                 row.memory = file_memory(name, memory_minutes, workdir)
@@ -377,6 +411,14 @@ def run_benchmark(models: list[str], seconds: float = 60.0, frames: int = 500,
             row.onnx_step_iob = lat_iob[row.name]
         result.official_onnx = lat.get("official")
         result.official_onnx_iob = lat_iob.get("official")
+        if sherpa:
+            if "official" in onnx_paths:  # a temporary copy with sherpa-onnx's metadata added
+                sherpa_paths["official"] = official_with_metadata(onnx_paths["official"],
+                                                                  workdir / "official-sherpa.onnx")
+            else:
+                result.sherpa_note = "no official gtcrn.onnx (--official-onnx): no sherpa-onnx comparison"
+            say(f"sherpa-onnx offline denoiser, CPU time ({seconds:g} s, {len(sherpa_paths)} models in turn)")
+            result.sherpa_cpu = sherpa_offline_cpu(sherpa_paths, seconds)
     return result
 
 
@@ -431,10 +473,27 @@ def format_markdown(result: BenchmarkResult) -> str:
                              f"loading, peak while enhancing {mem['peak_mb']:.0f} MB "
                              f"({mem['growth_mb']:+.0f} MB; VmHWM); process peak incl. loading "
                              f"{mem['process_peak_mb']:.0f} MB")
+    if result.sherpa_cpu:
+        lines += _sherpa_table(result)
+    if result.sherpa_note:
+        lines.append(f"- {result.sherpa_note}")
     env = result.environment
     lines.append("- environment: " + "; ".join(f"{k} {v}" for k, v in env.items())
                  + "; 1 thread everywhere")
     return "\n".join(lines)
+
+
+def _sherpa_table(result: BenchmarkResult) -> list[str]:
+    """The sherpa-onnx rows: CPU time per second of audio, and against the official model."""
+    official = result.sherpa_cpu.get("official")
+    lines = ["", "| sherpa-onnx OfflineSpeechDenoiser, 1 thread | CPU s per s of audio | vs official |",
+             "|---|---:|---:|"]
+    for name, cpu in result.sherpa_cpu.items():
+        label = "official gtcrn.onnx + sherpa-onnx metadata" if name == "official" else f"{name} (our export)"
+        ratio = "1x" if name == "official" else f"{official / cpu:.2f}x less CPU" if official else ""
+        lines.append(f"| {label} | {cpu:.4f} | {ratio} |")
+    lines.append("")
+    return lines
 
 
 def default_official_onnx() -> Path | None:
@@ -447,4 +506,5 @@ def default_official_onnx() -> Path | None:
 
 
 __all__ = ["BenchmarkResult", "Latency", "PresetResult", "default_official_onnx", "file_memory",
-           "format_markdown", "offline_rtf", "run_benchmark", "time_onnx", "torch_step_latency"]
+           "format_markdown", "offline_rtf", "run_benchmark", "sherpa_offline_cpu", "time_onnx",
+           "torch_step_latency"]

@@ -516,13 +516,17 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         description="Export one streaming step (STFT frame + state in, enhanced frame + new state out) "
                     "to ONNX, or with --chunk a graph over any number of frames (state in and out); "
                     "see gtcrn.deploy.onnx and scripts/onnx_stream_example.py for a numpy + "
-                    "onnxruntime streaming loop.")
+                    "onnxruntime streaming loop. --format sherpa-onnx writes the step as a GTCRN model "
+                    "for sherpa-onnx's speech denoisers (three caches, sherpa-onnx's metadata).")
     _add_model_options(p, "the shipped gtcrn-g32")
     p.add_argument("-o", "--output", required=True, metavar="ONNX", help="output .onnx file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--chunk", action="store_true",
                    help="export the chunk graph (spec (1, 257, T, 2) + state) instead of the step")
+    p.add_argument("--format", choices=["onnx", "sherpa-onnx"], default="onnx",
+                   help="onnx: our graphs, the state packed into one vector (default); sherpa-onnx: the "
+                        "step for sherpa-onnx's OfflineSpeechDenoiser / OnlineSpeechDenoiser")
     p.add_argument("--generic", action="store_true", help=argparse.SUPPRESS)  # no effect: one exporter now
     p.add_argument("--no-verify", action="store_true",
                    help="skip the onnxruntime check against the torch model (1e-4)")
@@ -531,24 +535,32 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .export import ExportError, export_onnx
+    from .export import ExportError, export_onnx, export_sherpa_onnx
     from .extras import require
     from .inference import DEFAULT_MODEL
 
     out = Path(args.output)
+    sherpa = args.format == "sherpa-onnx"
     if out.is_dir():
         raise CLIError(f"{out}: is a folder; give the .onnx file to write")
     if out.exists() and not args.overwrite:
         raise CLIError(f"{out}: output exists (use --overwrite to replace it)")
+    if sherpa and args.chunk:
+        raise CLIError("--chunk: the sherpa-onnx format is one streaming step; leave out --chunk")
     require("onnx", "onnx", "ONNX export")  # before the model is loaded
     if not args.no_verify:
         require("onnxruntime", "onnx", "checking the ONNX export (skip it with --no-verify)")
-    model = _load(_model_spec(args) or DEFAULT_MODEL)
+    spec = _model_spec(args) or DEFAULT_MODEL
     try:
-        path = export_onnx(model, out, opset=args.opset, verify=not args.no_verify, chunk=args.chunk)
+        if sherpa:  # the spec, not the model: its checkpoint record goes into the metadata
+            path = export_sherpa_onnx(spec, out, opset=args.opset, verify=not args.no_verify)
+        else:
+            path = export_onnx(_load(spec), out, opset=args.opset, verify=not args.no_verify,
+                               chunk=args.chunk)
     except (ExportError, OSError) as exc:
         raise CLIError(str(exc)) from None
-    print(f"{path}: {'chunk graph' if args.chunk else 'streaming step'} exported (opset {args.opset})")
+    what = "sherpa-onnx model" if sherpa else "chunk graph" if args.chunk else "streaming step"
+    print(f"{path}: {what} exported (opset {args.opset})")
     return 0
 
 
@@ -559,8 +571,10 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         "benchmark", help="speed and memory benchmark (prints a Markdown table)",
         description="Offline real-time factor, torch and onnxruntime per-frame streaming latency, peak "
                     "memory enhancing a long file, and the official streaming ONNX model timed the same "
-                    "way when available. Everything on one CPU thread. Absolute times depend on the "
-                    "machine and its load: compare models within one run. Needs the onnx extra.")
+                    "way when available; with sherpa-onnx installed, the CPU time of its offline denoiser "
+                    "on our sherpa-onnx exports and on the official model. Everything on one CPU thread. "
+                    "Absolute times depend on the machine and its load: compare models within one run. "
+                    "Needs the onnx extra.")
     p.add_argument("--model", metavar="SPEC", action="append",
                    help=f"a model to time (repeatable): {SPEC_HELP}. Default: gtcrn-g32 and "
                         f"gtcrn-official (shipped weights where installed, else random: the same speed)")

@@ -4,6 +4,7 @@ The core package (enhancement, training, evaluation) needs only the dependencies
 ``pyproject.toml``; a few features need an extra::
 
     onnx     onnx, onnxruntime      gtcrn export, gtcrn benchmark, gtcrn.export
+    sherpa   sherpa-onnx(-bin)      running a sherpa-onnx export (its tests, gtcrn benchmark)
     plot     matplotlib             gtcrn enhance --plot
     dnsmos   speechmos, ...         DNSMOS in gtcrn evaluate
     reverb   pyroomacoustics        simulated rooms in training
