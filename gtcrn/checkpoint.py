@@ -183,6 +183,14 @@ def upstream_key(key: str) -> str:
     return key
 
 
+#: Recorded with every run (and shipped model) that starts from an official GTCRN checkpoint.
+UPSTREAM_CREDIT = {
+    "weights": "official GTCRN checkpoint (Rong et al., 'GTCRN: A Speech Enhancement Model Requiring "
+               "Ultralow Computational Resources', ICASSP 2024; github.com/Xiaobin-Rong/gtcrn)",
+    "licence": "MIT",
+}
+
+
 def load_upstream(path: str | Path) -> GTCRN:
     """An official GTCRN checkpoint (``{'model': state_dict}`` or a bare state dict) as a
     ``gtcrn-official`` model in eval mode."""

@@ -40,11 +40,13 @@ from torch import nn
 
 from .deploy.onnx import (
     DEFAULT_OPSET,
-    VERIFY_TOLERANCE,
     ExportError,
+    add_metadata,
     build_onnx,
     export_onnx,
+    finish_proto,
     pack_state,
+    save_verified,
     state_layout,
     state_names,
     unpack_state,
@@ -181,7 +183,7 @@ def sherpa_onnx_bytes(model: GTCRN, opset: int = DEFAULT_OPSET) -> bytes:
 # ---- metadata --------------------------------------------------------------------------------
 
 def _upstream_credit(file: str) -> dict[str, str]:
-    from .training.trainer import UPSTREAM_CREDIT
+    from .checkpoint import UPSTREAM_CREDIT
 
     return {"file": file, **UPSTREAM_CREDIT}
 
@@ -259,29 +261,11 @@ def sherpa_metadata(model: GTCRN, layout: CacheLayout, record: dict[str, Any] | 
             "gtcrn.latency_samples": str(N_FFT), "gtcrn.graph": "sherpa-onnx step"}
 
 
-def add_metadata(proto: Any, metadata: dict[str, str]) -> Any:
-    """Set string metadata on an ``onnx.ModelProto`` (replacing keys it has); returns it."""
-    kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in metadata]
-    del proto.metadata_props[:]
-    for key, value in [*kept, *metadata.items()]:
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    return proto
-
-
 def build_sherpa_onnx(model: GTCRN, record: dict[str, Any] | None = None, name: str | None = None,
                       opset: int = DEFAULT_OPSET) -> Any:
     """The sherpa-onnx graph as an ``onnx.ModelProto`` with its metadata."""
-    import onnx
-    from onnx import helper
-
-    proto = onnx.load_from_string(sherpa_onnx_bytes(model, opset))
-    add_metadata(proto, sherpa_metadata(model, cache_layout(model), record, name))
-    # The oldest IR version the opsets allow: newer onnx stamps versions older runtimes refuse.
-    proto.ir_version = min(proto.ir_version, helper.find_min_ir_version_for(list(proto.opset_import),
-                                                                            ignore_unknown=True))
-    onnx.checker.check_model(proto, full_check=True)
-    return proto
+    metadata = sherpa_metadata(model, cache_layout(model), record, name)
+    return finish_proto(sherpa_onnx_bytes(model, opset), metadata)
 
 
 def verify_sherpa_onnx(model: GTCRN, graph: str | Path | bytes, frames: int = 40, seed: int = 0) -> float:
@@ -312,32 +296,14 @@ def export_sherpa_onnx(model: GTCRN | str | Path, path: str | Path, record: dict
     whose checkpoint record then goes into the metadata) as a sherpa-onnx GTCRN model at ``path``,
     atomically. ``verify``: with onnxruntime installed, raise :class:`ExportError` unless
     :func:`verify_sherpa_onnx` is within 1e-4."""
-    import onnx
-
     name = None
     if not isinstance(model, nn.Module):
         name = str(model)
         model, found = load_with_record(model)
         record = found if record is None else record
-    path = Path(path)
     model = model.cpu().eval()
-    proto = build_sherpa_onnx(model, record, name, opset)
-    if verify:
-        try:
-            err = verify_sherpa_onnx(model, proto.SerializeToString())
-        except ImportError:
-            err = 0.0  # no onnxruntime: nothing to check with
-        if not err <= VERIFY_TOLERANCE:
-            raise ExportError(f"{path}: the exported graph differs from the torch model by {err:.2e} "
-                              f"(> {VERIFY_TOLERANCE:g})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    try:
-        onnx.save(proto, str(tmp))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_verified(build_sherpa_onnx(model, record, name, opset), path,
+                         (lambda graph: verify_sherpa_onnx(model, graph)) if verify else None)
 
 
 def official_with_metadata(src: str | Path, dst: str | Path) -> Path:

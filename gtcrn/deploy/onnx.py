@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,13 +117,25 @@ def _metadata(model: nn.Module, chunk: bool) -> dict[str, str]:
 
 def build_onnx(model: nn.Module, chunk: bool = False, opset: int = DEFAULT_OPSET) -> Any:
     """The graph as an ``onnx.ModelProto`` with its metadata."""
+    return finish_proto(onnx_bytes(model, chunk, opset), _metadata(model, chunk))
+
+
+def add_metadata(proto: Any, metadata: dict[str, str]) -> Any:
+    """Set string metadata on an ``onnx.ModelProto`` (replacing keys it has); returns it."""
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in metadata]
+    del proto.metadata_props[:]
+    for key, value in [*kept, *metadata.items()]:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    return proto
+
+
+def finish_proto(graph: bytes, metadata: dict[str, str]) -> Any:
+    """A serialised graph as a checked ``onnx.ModelProto`` with ``metadata``."""
     import onnx
     from onnx import helper
 
-    proto = onnx.load_from_string(onnx_bytes(model, chunk, opset))
-    for key, value in _metadata(model, chunk).items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    proto = add_metadata(onnx.load_from_string(graph), metadata)
     # The oldest IR version the opsets allow: newer onnx stamps versions older runtimes refuse.
     proto.ir_version = min(proto.ir_version, helper.find_min_ir_version_for(list(proto.opset_import),
                                                                             ignore_unknown=True))
@@ -151,23 +164,19 @@ def verify_onnx(model: nn.Module, graph: str | Path | bytes, frames: int = 40, s
     return max(worst, float(np.abs(state - pack_state(ref_state)).max()))
 
 
-def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, verify: bool = True,
-                chunk: bool = False) -> Path:
-    """Export ``model``'s streaming step (or, with ``chunk``, the chunk graph) to ``path``; ``verify``:
-    with onnxruntime installed, raise :class:`ExportError` unless :func:`verify_onnx` is within 1e-4."""
+def save_verified(proto: Any, path: str | Path, verify: Callable[[bytes], float] | None) -> Path:
+    """Write ``proto`` to ``path`` atomically after ``verify`` (its max abs difference from the torch
+    model; skipped without onnxruntime) is within :data:`VERIFY_TOLERANCE`, else :class:`ExportError`."""
     import onnx
 
     path = Path(path)
-    model = model.cpu().eval()
-    proto = build_onnx(model, chunk, opset)
-    if verify:
-        try:
-            err = verify_onnx(model, proto.SerializeToString())
-        except ImportError:
-            err = 0.0  # no onnxruntime: nothing to check with
-        if not err <= VERIFY_TOLERANCE:
-            raise ExportError(f"{path}: the exported graph differs from the torch model by {err:.2e} "
-                              f"(> {VERIFY_TOLERANCE:g})")
+    try:
+        err = verify(proto.SerializeToString()) if verify is not None else 0.0
+    except ImportError:
+        err = 0.0  # no onnxruntime: nothing to check with
+    if not err <= VERIFY_TOLERANCE:
+        raise ExportError(f"{path}: the exported graph differs from the torch model by {err:.2e} "
+                          f"(> {VERIFY_TOLERANCE:g})")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")
     try:
@@ -176,3 +185,12 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, 
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def export_onnx(model: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET, verify: bool = True,
+                chunk: bool = False) -> Path:
+    """Export ``model``'s streaming step (or, with ``chunk``, the chunk graph) to ``path``; ``verify``:
+    with onnxruntime installed, raise :class:`ExportError` unless :func:`verify_onnx` is within 1e-4."""
+    model = model.cpu().eval()
+    return save_verified(build_onnx(model, chunk, opset), path,
+                         (lambda graph: verify_onnx(model, graph)) if verify else None)

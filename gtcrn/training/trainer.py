@@ -57,6 +57,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import (
+    UPSTREAM_CREDIT,
     CheckpointError,
     _unwrap,
     load_upstream,
@@ -432,12 +433,6 @@ def _config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 UPSTREAM_PREFIX = "upstream:"
-#: Recorded with every run (and shipped model) that starts from an official GTCRN checkpoint.
-UPSTREAM_CREDIT = {
-    "weights": "official GTCRN checkpoint (Rong et al., 'GTCRN: A Speech Enhancement Model Requiring "
-               "Ultralow Computational Resources', ICASSP 2024; github.com/Xiaobin-Rong/gtcrn)",
-    "licence": "MIT",
-}
 
 
 def _read_init(source: str, config: ModelConfig, partial: bool = False) -> dict[str, Any]:
