@@ -50,6 +50,11 @@ def variants(scratch: str, dns3: str) -> dict[str, dict]:
             "distill": {**copy, **teacher}, "freeze-distill": {**copy, **freeze, **teacher}}
 
 
+def variant_config(overrides: dict, epochs: int) -> dict:
+    """The run config of one variant: :data:`BASE` with the variant's train overrides."""
+    return {**BASE, "train": {**BASE["train"], **overrides, "epochs": epochs}}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scratch", required=True, help="the from-scratch gtcrn-g32 checkpoint to continue")
@@ -64,7 +69,7 @@ def main() -> int:
         run_dir = args.out / name
         if (run_dir / "last.pt").exists() and len(_rows(run_dir)) > args.epochs:
             continue  # done
-        config = {**BASE, "train": {**BASE["train"], **runs[name], "epochs": args.epochs}}
+        config = variant_config(runs[name], args.epochs)
         run_dir.mkdir(parents=True, exist_ok=True)
         path = args.out / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
