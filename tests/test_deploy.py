@@ -7,13 +7,14 @@ import torch
 
 from gtcrn.deploy import to_deploy
 from gtcrn.deploy.model import (
-    BandLayer,
     ConvLayer,
     DPGRNNLayer,
     FrontLayer,
     FusionLayer,
     GTConvLayer,
+    HeadLayer,
     MaskLayer,
+    StemLayer,
 )
 from gtcrn.nn import DPGRNN, BandStem, ConvBlock, Encoder, GTConvBlock, SkipFusion, prefixed
 from gtcrn.nn.model import spectrum_features
@@ -68,29 +69,81 @@ def test_dpgrnn_layer_matches_plain() -> None:
     torch.testing.assert_close(got_state["r.inter_rnn.h"], ref_state["inter_rnn.h"], **TOL)
 
 
-@pytest.mark.parametrize("groups,is_last", [(32, False), (8, False), (1, False), (32, True), (4, True)])
-def test_band_layer_matches_band_stem(groups: int, is_last: bool) -> None:
-    stem = _eval(BandStem(9 if not is_last else 8, 8 if not is_last else 2, 32, groups, is_last))
-    x = torch.randn(2, stem.conv.in_channels // 32, 3, 128)
+def _front(spec: torch.Tensor, encoder: Encoder) -> tuple[torch.Tensor, torch.Tensor]:
+    """The plain model's ERB features (B, 3, T, F) and their SFE (B, 9, T, F)."""
+    feat = encoder.erb.bm(spectrum_features(spec))
+    return feat, encoder.sfe(feat)
+
+
+def test_front_layer_gives_the_erb_features_and_their_sfe() -> None:
+    encoder = Encoder(make_model("gtcrn-official").config)
+    spec = torch.randn(2, 257, 4, 2)
     with torch.no_grad():
-        torch.testing.assert_close(BandLayer(stem, 128)(x), stem(x), **TOL)
+        feat, ref_sfe = _front(spec, encoder)
+        layer = FrontLayer(encoder)
+        flat = layer(spec)  # (B T, 3 (F + 1))
+    got = flat.view(2, 4, 3, -1)
+    torch.testing.assert_close(got[..., :-1], feat.permute(0, 2, 1, 3), **TOL)
+    assert not got[..., -1].any()  # the zero that stands for bins outside the spectrum
+    torch.testing.assert_close(layer.sfe(flat, 2, 4), ref_sfe, **TOL)
 
 
-def test_fusion_front_and_mask_layers_match_plain() -> None:
+def _band_layout(x: torch.Tensor, groups: int, bands: int) -> torch.Tensor:
+    """(B, C, T, F) -> (G, B T, k C w): per group of bands each frame's bands, channels and bins."""
+    b, c, t, f = x.shape
+    y = x.reshape(b, c, t, bands, f // bands).permute(0, 2, 3, 1, 4)  # (B, T, N, C, w)
+    return y.reshape(b * t, groups, -1).transpose(0, 1)
+
+
+@pytest.mark.parametrize("groups", [32, 8, 1])
+@pytest.mark.parametrize("pool", [True, False])
+def test_stem_layer_matches_sfe_and_band_stem(groups: int, pool: bool) -> None:
+    encoder = Encoder(make_model("gtcrn-g32").config)
+    stem = _eval(BandStem(9, 8, 32, groups))
+    spec = torch.randn(2, 257, 3, 2)
+    with torch.no_grad():
+        _, sfe = _front(spec, encoder)
+        ref = stem(sfe)  # (B, 8, T, F)
+        front = FrontLayer(encoder)
+        out, band, pooled = StemLayer(stem, front, 3, pool)(front(spec), 2, 3)
+    torch.testing.assert_close(out, ref, **TOL)
+    torch.testing.assert_close(band, _band_layout(ref, groups, 32), **TOL)
+    if pool:
+        torch.testing.assert_close(pooled, sfe.reshape(2, 9, 3, 32, 4).mean(-1), **TOL)
+    else:
+        assert pooled is None
+
+
+@pytest.mark.parametrize("groups", [32, 4])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_head_layer_matches_band_stem_on_polyphase_input(groups: int, stride: int) -> None:
+    head = _eval(BandStem(8, 2, 32, groups, is_last=True))
+    x, skip = torch.randn(2, 8, 3, 128), torch.randn(2, 8, 3, 128)
+    # Polyphase layout: channel c s + p holds bin m s + p.
+    phases = x.reshape(2, 8, 3, 128 // stride, stride).permute(0, 1, 4, 2, 3).reshape(2, 8 * stride, 3, -1)
+    with torch.no_grad():
+        got = HeadLayer(head, 128, stride, 128 // stride)(phases, _band_layout(skip, groups, 32))
+        torch.testing.assert_close(got, head(x + skip), **TOL)
+
+
+def test_fusion_and_mask_layers_match_plain() -> None:
     fusion = _eval(SkipFusion(16, 9))
     deep, front = torch.randn(2, 16, 4, 32), torch.randn(2, 9, 4, 128)
-    encoder = Encoder(make_model("gtcrn-g32").config)
+    encoder = Encoder(make_model("gtcrn-official").config)  # 129 ERB bins
     spec = torch.randn(2, 257, 4, 2)
-    mask = torch.rand(2, 2, 4, 128) * 2 - 1
+    mask = torch.rand(2, 2, 4, 129) * 2 - 1
+    # The mask in polyphase layout (2 phases of 65 bins; the 130th is not a bin and must not count).
+    phases = torch.cat([mask, torch.full((2, 2, 4, 1), 7.0)], dim=-1).reshape(2, 2, 4, 65, 2)
+    phases = phases.permute(0, 1, 4, 2, 3).reshape(2, 4, 4, 65)
     with torch.no_grad():
-        torch.testing.assert_close(FusionLayer(fusion)(deep, front), fusion(deep, front), **TOL)
-        ref_front = encoder.sfe(encoder.erb.bm(spectrum_features(spec)))
-        torch.testing.assert_close(FrontLayer(encoder)(spec), ref_front, **TOL)
+        pooled = front.reshape(2, 9, 4, 32, 4).mean(-1)
+        torch.testing.assert_close(FusionLayer(fusion)(deep, pooled), fusion(deep, front), **TOL)
         m = encoder.erb.bs(mask)  # (B, 2, T, 257)
         noisy = spec.permute(0, 3, 2, 1)  # (B, 2, T, 257)
         ref = torch.stack([noisy[:, 0] * m[:, 0] - noisy[:, 1] * m[:, 1],
                            noisy[:, 1] * m[:, 0] + noisy[:, 0] * m[:, 1]], dim=1).permute(0, 3, 2, 1)
         torch.testing.assert_close(MaskLayer(encoder)(mask, spec), ref, **TOL)
+        torch.testing.assert_close(MaskLayer(encoder, 2, 65)(phases, spec), ref, **TOL)
 
 
 MODELS = [("gtcrn-g32", {}), ("gtcrn-official", {}), ("gtcrn-g32", {"stem_groups": 4, "head_groups": 8}),
