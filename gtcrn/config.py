@@ -264,6 +264,12 @@ class DataConfig:
     eq_gain_db: float = 6.0
     babble_prob: float = 0.1
     babble_speakers: tuple[int, int] = (3, 6)
+    # More kinds of noise from the same files: with noise_speed_prob the noise plays faster or slower
+    # by a factor drawn log-uniformly from noise_speed (its spectrum scales with it); with
+    # noise_mix_prob a crop of a second noise file is added (at 0 to -10 dB relative to the first).
+    noise_speed_prob: float = 0.0
+    noise_speed: tuple[float, float] = (0.7, 1.4)
+    noise_mix_prob: float = 0.0
     # Share of reverberated examples that use a measured room response (manifest rows of kind
     # "rir", training split) instead of a simulated one; used only when the manifest lists some.
     real_rir_share: float = 0.5
@@ -283,12 +289,12 @@ class DataConfig:
         if self.rir_backend not in ("auto", "pyroomacoustics", "synthetic"):
             raise ConfigError(f"data.rir_backend must be auto, pyroomacoustics or synthetic, "
                               f"got {self.rir_backend!r}")
-        for key in ("snr_db", "level_dbfs", "rt60", "babble_speakers"):
+        for key in ("snr_db", "level_dbfs", "rt60", "babble_speakers", "noise_speed"):
             lo, hi = getattr(self, key)
             if lo > hi:
                 raise ConfigError(f"data.{key}: the low end {lo} exceeds the high end {hi}")
         for key in ("reverb_prob", "eq_prob", "babble_prob", "dev_fraction", "real_rir_share",
-                    "bandlimit_prob", "clean_prob"):
+                    "bandlimit_prob", "clean_prob", "noise_speed_prob", "noise_mix_prob"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"data.{key} must lie in [0, 1]")
         if self.segment_seconds <= 0 or self.dev_seconds <= 0:
@@ -297,6 +303,8 @@ class DataConfig:
             raise ConfigError("data.max_peak must lie in (0, 1]")
         if self.rt60[0] <= 0:
             raise ConfigError("data.rt60 must be positive")
+        if self.noise_speed[0] <= 0:
+            raise ConfigError("data.noise_speed must be positive")
 
 
 @dataclass

@@ -495,3 +495,66 @@ def test_measured_rooms_and_dev_pairs_beside_mixing(pool: Path, tmp_path: Path) 
     # Training pairs and mixing together are still refused.
     with pytest.raises(DataError, match="not both"):
         build_run_data(DataConfig(manifest=str(manifest), paired_dir=str(devset)), seed=0, log=lambda _: None)
+
+
+def _tone_pool(root: Path, pool: Path, tones_hz: tuple[float, ...]) -> Path:
+    """The pool's speech with training noises that are pure tones (one file per frequency)."""
+    rows = [json.loads(line) for line in pool.read_text().splitlines()]
+    rows = [{**r, "path": str(pool.parent / r["path"])} for r in rows if r["kind"] == "speech"]
+    t = np.arange(3 * SR) / SR
+    for f in tones_hz:
+        _write(root / f"tone{f:.0f}.wav", (0.05 * np.sin(2 * np.pi * f * t)).astype(np.float32))
+        rows.append({"path": str(root / f"tone{f:.0f}.wav"), "kind": "noise", "split": "train",
+                     "source": "synthetic", "licence": "CC0", "speaker": None})
+    manifest = root / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return manifest
+
+
+def _peak_hz(x: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(x.size)))
+    return float(np.fft.rfftfreq(x.size, 1 / SR)[np.argmax(spectrum)])
+
+
+@pytest.mark.parametrize("speed", [0.5, 1.5])
+def test_noise_speed_moves_the_noise_spectrum(pool: Path, tmp_path: Path, speed: float) -> None:
+    manifest = _tone_pool(tmp_path, pool, (1000.0,))
+    plain = mixing_dataset(manifest, reverb_prob=0.0, eq_prob=0.0, babble_prob=0.0)
+    fast = mixing_dataset(manifest, reverb_prob=0.0, eq_prob=0.0, babble_prob=0.0, noise_speed_prob=1.0,
+                          noise_speed=(speed, speed))
+    for i in range(3):
+        m = fast.mix(i, np.random.default_rng(i))
+        assert abs(_peak_hz(m.noise) - 1000.0 * speed) < 10  # 1 kHz played `speed` times as fast
+        assert abs(_peak_hz(plain.mix(i, np.random.default_rng(i)).noise) - 1000.0) < 10
+        assert m.noise.shape == m.speech.shape and np.abs(m.noise[-100:]).max() > 0  # no padded tail
+        assert snr_db(m.speech, m.noise) == pytest.approx(m.snr_db, abs=1e-3)
+        np.testing.assert_allclose(m.speech + m.noise, m.noisy, atol=1e-6)
+
+
+def test_noise_mix_adds_a_second_noise_file_within_10_db(pool: Path, tmp_path: Path) -> None:
+    manifest = _tone_pool(tmp_path, pool, (700.0, 2900.0))
+    common = dict(reverb_prob=0.0, eq_prob=0.0, babble_prob=0.0)
+
+    def tone_levels(m) -> np.ndarray:  # amplitude at 700 Hz and at 2.9 kHz
+        spectrum = np.abs(np.fft.rfft(m.noise * np.hanning(m.noise.size)))
+        freqs = np.fft.rfftfreq(m.noise.size, 1 / SR)
+        return np.array([spectrum[np.abs(freqs - f) < 15].max() for f in (700.0, 2900.0)])
+
+    single = [tone_levels(mixing_dataset(manifest, **common).mix(i, np.random.default_rng(i))) for i in range(8)]
+    assert all(lv.min() / lv.max() < 0.01 for lv in single)  # one file each
+    mixed = mixing_dataset(manifest, noise_mix_prob=1.0, **common)
+    ratios = [lv.min() / lv.max() for lv in (tone_levels(mixed.mix(i, np.random.default_rng(i)))
+                                              for i in range(8))]
+    both = [r for r in ratios if r > 0.01]  # the second crop came from the other file
+    assert both and all(20 * np.log10(r) > -10.5 for r in both)
+
+
+def test_noise_augmentation_config_is_checked() -> None:
+    from gtcrn.config import ConfigError
+
+    with pytest.raises(ConfigError, match="noise_speed"):
+        DataConfig(noise_speed=(1.2, 0.8))
+    with pytest.raises(ConfigError, match="noise_speed"):
+        DataConfig(noise_speed=(0.0, 1.0))
+    with pytest.raises(ConfigError, match="noise_mix_prob"):
+        DataConfig(noise_mix_prob=1.5)

@@ -20,7 +20,10 @@ a. **On-the-fly mixing** of clean speech and noise, listed by a pool manifest (r
       are shifted by the direct-path delay, so the target stays aligned with the mixture;
    4. noise: a random crop of a noise file (looped when shorter) or, with probability
       ``babble_prob``, babble made of 3-6 utterances of OTHER training speakers (other
-      files where speakers are unknown), each at equal RMS;
+      files where speakers are unknown), each at equal RMS. A noise file's crop plays faster or
+      slower with probability ``noise_speed_prob`` (a factor from ``noise_speed``: its spectrum
+      moves up or down with it), and with probability ``noise_mix_prob`` a crop of a second
+      noise file is added at 0 to -10 dB: more kinds of noise than the files hold;
    5. the noise is scaled to an SNR drawn uniformly from ``snr_db``, measured between the
       speech as it is in the mixture (reverberant, if reverberated) and the noise; with
       probability ``clean_prob`` no noise is added at all (clean input, clean target);
@@ -71,6 +74,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soxr
 import torch
 from scipy import signal as sps
 
@@ -638,6 +642,25 @@ class MixingDataset(torch.utils.data.Dataset):
             out += talker / rms(talker)
         return out.astype(np.float32), [self.speakers[int(j)] for j in chosen]
 
+    def _noise_crop(self, rng: np.random.Generator) -> np.ndarray:
+        """A crop of a random noise file (not digitally silent where possible), sped up or slowed
+        down with probability ``noise_speed_prob``."""
+        cfg = self.cfg
+        for _ in range(5):  # avoid digital silence in a noise file
+            audio = self.noise[int(rng.integers(0, len(self.noise)))]
+            if cfg.noise_speed_prob > 0 and rng.random() < cfg.noise_speed_prob:
+                lo, hi = np.log(cfg.noise_speed)
+                speed = float(np.exp(rng.uniform(lo, hi)))
+                # Read as if sampled at speed x 16 kHz: `speed` times faster, frequencies x speed.
+                longer = crop(audio, int(math.ceil(self.segment * speed)) + 64, rng, loop=True)
+                noise = soxr.resample(longer, SAMPLE_RATE * speed, SAMPLE_RATE)[:self.segment]
+                noise = np.pad(noise, (0, self.segment - noise.shape[0])).astype(np.float32)
+            else:
+                noise = crop(audio, self.segment, rng, loop=True)
+            if rms(noise) > 1e-6:
+                break
+        return noise
+
     def mix(self, index: int, rng: np.random.Generator) -> Mixture:
         """Build the example for utterance ``index`` with randomness from ``rng``."""
         cfg = self.cfg
@@ -661,13 +684,12 @@ class MixingDataset(torch.utils.data.Dataset):
             noise, babble_spk = babble
             noise_kind = "babble"
         else:
-            j = int(rng.integers(0, len(self.noise)))
-            noise = crop(self.noise[j], self.segment, rng, loop=True)
-            for _ in range(4):  # avoid digital silence in a noise file
-                if rms(noise) > 1e-6:
-                    break
-                j = int(rng.integers(0, len(self.noise)))
-                noise = crop(self.noise[j], self.segment, rng, loop=True)
+            noise = self._noise_crop(rng)
+            # Drawn only when enabled, so that configs without them keep their random streams.
+            if cfg.noise_mix_prob > 0 and rng.random() < cfg.noise_mix_prob:
+                second = self._noise_crop(rng)
+                gain = rms(noise) / max(rms(second), 1e-9) * 10 ** (-rng.uniform(0, 10) / 20)
+                noise = (noise + gain * second).astype(np.float32)
         if eq:
             b, a = random_biquad(rng, cfg.eq_gain_db)
             noise = sps.lfilter(b, a, noise).astype(np.float32)
