@@ -172,10 +172,14 @@ class _Dist:
 
             dist.barrier()
 
-    def close(self) -> None:
+    def close(self, finished: bool = True) -> None:
+        """Tear down the process group this process set up; after a run that finished, only once
+        every rank is done with it (no rank then destroys it under another's last collective)."""
         if self.owned:
             import torch.distributed as dist
 
+            if finished:
+                dist.barrier()
             dist.destroy_process_group()
 
 
@@ -549,6 +553,7 @@ def train(run_config: RunConfig, run_dir: str | Path, resume: bool = False,
     stop = _StopFlag()
     stop.install()
     logger: _Logger | None = None
+    finished = False
     try:
         ckpt = None
         if resume:
@@ -571,7 +576,9 @@ def train(run_config: RunConfig, run_dir: str | Path, resume: bool = False,
         init_ckpt = None
         if ckpt is None and cfg.init_from:
             init_ckpt = _read_init(cfg.init_from, run_config.model_config(), cfg.init_partial)
-        return _run(run_config, run_dir, ckpt, dist, stop, logger, on_step, loss_fn, init_ckpt)
+        result = _run(run_config, run_dir, ckpt, dist, stop, logger, on_step, loss_fn, init_ckpt)
+        finished = True
+        return result
     except Exception:
         # A run that fails before its first checkpoint leaves no folder of its own behind.
         if new_folder and dist.main and run_dir.is_dir() and not (run_dir / "last.pt").exists():
@@ -584,7 +591,7 @@ def train(run_config: RunConfig, run_dir: str | Path, resume: bool = False,
         stop.restore()
         if logger is not None:
             logger.close()
-        dist.close()
+        dist.close(finished)
 
 
 def _run(run_config: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None, dist: _Dist,
