@@ -105,7 +105,7 @@ def test_stem_layer_matches_sfe_and_band_stem(groups: int, pool: bool) -> None:
         _, sfe = _front(spec, encoder)
         ref = stem(sfe)  # (B, 8, T, F)
         front = FrontLayer(encoder)
-        out, band, pooled = StemLayer(stem, front, 3, pool)(front(spec), 2, 3)
+        out, band, pooled = StemLayer(stem, front, pool)(front(spec), 2, 3)
     torch.testing.assert_close(out, ref, **TOL)
     torch.testing.assert_close(band, _band_layout(ref, groups, 32), **TOL)
     if pool:

@@ -105,7 +105,7 @@ class FrontLayer(nn.Module):
     def __init__(self, encoder: Encoder) -> None:
         super().__init__()
         erb, k = encoder.erb, encoder.sfe.kernel_size
-        self.bins = erb.num_bins
+        self.bins, self.kernel = erb.num_bins, k
         _set(self, matrix=F.pad(_identity_below(erb.low, erb.erb_fc.weight.t()), (0, 1)))  # (257, F + 1)
         c, j, f = torch.meshgrid(torch.arange(3), torch.arange(k), torch.arange(self.bins), indexing="ij")
         self.register_buffer("sfe_index", self.index(c, f + j - k // 2).view(3 * k, -1), persistent=False)
@@ -140,11 +140,11 @@ class StemLayer(nn.Module):
     (B, C_out, T, F), the same per group of bands (G, B T, k C_out w) for the head's skip, with ``pool``
     SkipFusion's input, the SFE features averaged over each band (B, 9, T, N), from more columns."""
 
-    def __init__(self, stem: BandStem, front: FrontLayer, sfe_kernel: int, pool: bool) -> None:
+    def __init__(self, stem: BandStem, front: FrontLayer, pool: bool) -> None:
         super().__init__()
         mat, bias = _band_affine(stem, front.bins)  # rows (c, j, band, bin)
         g, _, cols = mat.shape
-        n, w, ks = stem.bands, front.bins // stem.bands, sfe_kernel
+        n, w, ks = stem.bands, front.bins // stem.bands, front.kernel
         k, span = n // g, w + ks - 1  # bands per group, window bins
         # SFE channel (c, j) at bin q of a band reads window bin q + j (the window starts at -ks // 2).
         shift = (torch.arange(span) == torch.arange(ks).view(-1, 1, 1) + torch.arange(w).view(-1, 1)).to(mat)
@@ -158,7 +158,8 @@ class StemLayer(nn.Module):
         band, c, e = torch.meshgrid(torch.arange(n), torch.arange(3), torch.arange(span), indexing="ij")
         index = front.index(c, band * w + e - ks // 2).view(g, 1, -1)  # (G, 1, k 3 (w + ks - 1))
         self.register_buffer("index", index, persistent=False)
-        self.groups, self.bands, self.channels, self.act = g, n, stem.out_channels, _act(stem.act)
+        self.groups, self.bands, self.bins, self.channels = g, n, front.bins, stem.out_channels
+        self.act = _act(stem.act)
         _set(self, matrix=mat, bias=bias)
 
     def forward(self, flat: torch.Tensor, b: int, t: int
@@ -174,7 +175,7 @@ class StemLayer(nn.Module):
             pooled = _unframes(pooled, b, t, self.bands)  # (B, 9, T, N)
         y = self.act(y)  # (G, B T, k C_out w)
         out = _permute(y, 1, 3, 0, 2, 4, view=(g, bt, k, self.channels, -1), shape=(bt, -1))  # (B T, C_out F)
-        return _unframes(out, b, t, self.rows * g // self.channels), y, pooled
+        return _unframes(out, b, t, self.bins), y, pooled
 
 
 class HeadLayer(nn.Module):
@@ -368,8 +369,7 @@ class DeployGTCRN(nn.Module):
         bins = model.config.num_bins
         self.config = model.config
         self.front = FrontLayer(enc)
-        self.stem = None if enc.stem is None else StemLayer(enc.stem, self.front, enc.sfe.kernel_size,
-                                                            enc.fusion is not None)
+        self.stem = None if enc.stem is None else StemLayer(enc.stem, self.front, enc.fusion is not None)
         self.encoder, width = _stack(enc.en_convs, bins, "encoder.en_convs")
         self.fusion = FusionLayer(enc.fusion) if enc.fusion is not None else None
         self.dpgrnn = nn.ModuleList([DPGRNNLayer(r, f"dpgrnn.{i}") for i, r in enumerate(model.dpgrnn)])
