@@ -146,8 +146,8 @@ def _aiff_frames(fh: BinaryIO, aifc: bool) -> int | None:
     return None
 
 
-def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Resample (channels, samples) or (samples,) float audio with soxr (VHQ)."""
+def resample(audio: np.ndarray, sr_in: float, sr_out: float) -> np.ndarray:
+    """Resample (channels, samples) or (samples,) float audio with soxr (VHQ); rates need not be whole."""
     if sr_in == sr_out:
         return audio
     x = np.asarray(audio, dtype=np.float32)

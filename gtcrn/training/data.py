@@ -74,7 +74,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soxr
 import torch
 from scipy import signal as sps
 
@@ -653,7 +652,7 @@ class MixingDataset(torch.utils.data.Dataset):
                 speed = float(np.exp(rng.uniform(lo, hi)))
                 # Read as if sampled at speed x 16 kHz: `speed` times faster, frequencies x speed.
                 longer = crop(audio, int(math.ceil(self.segment * speed)) + 64, rng, loop=True)
-                noise = soxr.resample(longer, SAMPLE_RATE * speed, SAMPLE_RATE)[:self.segment]
+                noise = resample(longer, SAMPLE_RATE * speed, SAMPLE_RATE)[:self.segment]
                 noise = np.pad(noise, (0, self.segment - noise.shape[0])).astype(np.float32)
             else:
                 noise = crop(audio, self.segment, rng, loop=True)
