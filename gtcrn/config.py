@@ -270,6 +270,12 @@ class DataConfig:
     noise_speed_prob: float = 0.0
     noise_speed: tuple[float, float] = (0.7, 1.4)
     noise_mix_prob: float = 0.0
+    # Low-frequency rumble (vehicles, trains, machinery, wind on a microphone): with rumble_prob the
+    # noise gets Gaussian noise low-passed at a corner drawn log-uniformly from rumble_hz, slowly
+    # amplitude-modulated, at rumble_db (drawn uniformly) relative to the noise's power.
+    rumble_prob: float = 0.0
+    rumble_hz: tuple[float, float] = (40.0, 300.0)
+    rumble_db: tuple[float, float] = (-5.0, 10.0)
     # Share of reverberated examples that use a measured room response (manifest rows of kind
     # "rir", training split) instead of a simulated one; used only when the manifest lists some.
     real_rir_share: float = 0.5
@@ -289,12 +295,14 @@ class DataConfig:
         if self.rir_backend not in ("auto", "pyroomacoustics", "synthetic"):
             raise ConfigError(f"data.rir_backend must be auto, pyroomacoustics or synthetic, "
                               f"got {self.rir_backend!r}")
-        for key in ("snr_db", "level_dbfs", "rt60", "babble_speakers", "noise_speed"):
+        for key in ("snr_db", "level_dbfs", "rt60", "babble_speakers", "noise_speed",
+                    "rumble_hz", "rumble_db"):
             lo, hi = getattr(self, key)
             if lo > hi:
                 raise ConfigError(f"data.{key}: the low end {lo} exceeds the high end {hi}")
         for key in ("reverb_prob", "eq_prob", "babble_prob", "dev_fraction", "real_rir_share",
-                    "bandlimit_prob", "clean_prob", "noise_speed_prob", "noise_mix_prob"):
+                    "bandlimit_prob", "clean_prob", "noise_speed_prob", "noise_mix_prob",
+                    "rumble_prob"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"data.{key} must lie in [0, 1]")
         if self.segment_seconds <= 0 or self.dev_seconds <= 0:
@@ -305,6 +313,8 @@ class DataConfig:
             raise ConfigError("data.rt60 must be positive")
         if self.noise_speed[0] <= 0:
             raise ConfigError("data.noise_speed must be positive")
+        if not (0.0 < self.rumble_hz[0] and self.rumble_hz[1] < 8000.0):  # training audio is 16 kHz
+            raise ConfigError("data.rumble_hz must lie in (0, 8000) Hz")
 
 
 @dataclass

@@ -27,6 +27,7 @@ from gtcrn.training.data import (
     reverberate,
     rir_backend,
     rir_bank,
+    rumble,
 )
 
 SR = 16000
@@ -550,6 +551,36 @@ def test_noise_mix_adds_a_second_noise_file_within_10_db(pool: Path, tmp_path: P
     assert both and all(20 * np.log10(r) > -10.5 for r in both)
 
 
+def _share_below(x: np.ndarray, hz: float) -> float:
+    power = np.abs(np.fft.rfft(x)) ** 2
+    return float(power[np.fft.rfftfreq(x.size, 1 / SR) < hz].sum() / power.sum())
+
+
+@pytest.mark.parametrize("corner", [60.0, 250.0])
+def test_rumble_is_unit_power_below_its_corner(corner: float) -> None:
+    x = rumble(np.random.default_rng(3), 4 * SR, (corner, corner))
+    assert x.shape == (4 * SR,) and x.dtype == np.float32
+    assert np.sqrt(np.mean(x.astype(np.float64) ** 2)) == pytest.approx(1.0, rel=1e-4)
+    assert _share_below(x, 2 * corner) > 0.9  # 4th order: -24 dB an octave above the corner
+    assert _share_below(x, 4 * corner) > 0.999
+    np.testing.assert_array_equal(x, rumble(np.random.default_rng(3), 4 * SR, (corner, corner)))
+
+
+def test_rumble_prob_adds_rumble_at_its_level(pool: Path, tmp_path: Path) -> None:
+    manifest = _tone_pool(tmp_path, pool, (2000.0,))
+    common = dict(reverb_prob=0.0, eq_prob=0.0, babble_prob=0.0, segment=2.0)
+    plain = mixing_dataset(manifest, **common)
+    rumbling = mixing_dataset(manifest, rumble_prob=1.0, rumble_hz=(80.0, 80.0), rumble_db=(-6.0, -6.0),
+                              **common)
+    for i in range(4):
+        assert _share_below(plain.mix(i, np.random.default_rng(i)).noise, 500.0) < 1e-3
+        m = rumbling.mix(i, np.random.default_rng(i))
+        # The rumble at -6 dB against the tone: 1 / (1 + 10^0.6) of the noise power lies below 500 Hz.
+        assert _share_below(m.noise, 500.0) == pytest.approx(1 / (1 + 10**0.6), abs=0.03)
+        assert snr_db(m.speech, m.noise) == pytest.approx(m.snr_db, abs=1e-3)
+        np.testing.assert_allclose(m.speech + m.noise, m.noisy, atol=1e-6)
+
+
 def test_noise_augmentation_config_is_checked() -> None:
     from gtcrn.config import ConfigError
 
@@ -559,3 +590,11 @@ def test_noise_augmentation_config_is_checked() -> None:
         DataConfig(noise_speed=(0.0, 1.0))
     with pytest.raises(ConfigError, match="noise_mix_prob"):
         DataConfig(noise_mix_prob=1.5)
+    with pytest.raises(ConfigError, match="rumble_prob"):
+        DataConfig(rumble_prob=-0.1)
+    with pytest.raises(ConfigError, match="rumble_hz"):
+        DataConfig(rumble_hz=(0.0, 100.0))
+    with pytest.raises(ConfigError, match="rumble_hz"):
+        DataConfig(rumble_hz=(100.0, 9000.0))
+    with pytest.raises(ConfigError, match="rumble_db"):
+        DataConfig(rumble_db=(10.0, 0.0))

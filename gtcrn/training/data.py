@@ -23,7 +23,8 @@ a. **On-the-fly mixing** of clean speech and noise, listed by a pool manifest (r
       files where speakers are unknown), each at equal RMS. A noise file's crop plays faster or
       slower with probability ``noise_speed_prob`` (a factor from ``noise_speed``: its spectrum
       moves up or down with it), and with probability ``noise_mix_prob`` a crop of a second
-      noise file is added at 0 to -10 dB: more kinds of noise than the files hold;
+      noise file is added at 0 to -10 dB: more kinds of noise than the files hold; with
+      probability ``rumble_prob`` low-frequency rumble is added (:func:`rumble`);
    5. the noise is scaled to an SNR drawn uniformly from ``snr_db``, measured between the
       speech as it is in the mixture (reverberant, if reverberated) and the noise; with
       probability ``clean_prob`` no noise is added at all (clean input, clean target);
@@ -424,6 +425,20 @@ def random_biquad(rng: np.random.Generator, gain_db: float, sample_rate: int = S
     return b_arr / a_arr[0], a_arr / a_arr[0]
 
 
+def rumble(rng: np.random.Generator, length: int, corner_hz: tuple[float, float],
+           sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Low-frequency rumble of unit power (float32, (length,)): Gaussian noise through a 4th-order
+    Butterworth low-pass at a corner drawn log-uniformly from ``corner_hz``, its amplitude swaying
+    slowly (a 0.1-2 Hz sine of depth 0-0.8), as a passing vehicle, a train or wind on a microphone."""
+    corner = float(np.exp(rng.uniform(*np.log(corner_hz))))
+    sos = sps.butter(4, corner, fs=sample_rate, output="sos")
+    x = sps.sosfilt(sos, rng.standard_normal(length + sample_rate // 2))[sample_rate // 2:]  # settled
+    t = np.arange(length) / sample_rate
+    sway = 1.0 + rng.uniform(0.0, 0.8) * np.sin(2 * np.pi * rng.uniform(0.1, 2.0) * t + rng.uniform(0, 2 * np.pi))
+    x = x * sway
+    return (x / max(rms(x), 1e-12)).astype(np.float32)
+
+
 # ---- room impulse responses -----------------------------------------------------------------
 
 @dataclass
@@ -689,6 +704,9 @@ class MixingDataset(torch.utils.data.Dataset):
                 second = self._noise_crop(rng)
                 gain = rms(noise) / max(rms(second), 1e-9) * 10 ** (-rng.uniform(0, 10) / 20)
                 noise = (noise + gain * second).astype(np.float32)
+        if cfg.rumble_prob > 0 and rng.random() < cfg.rumble_prob:  # drawn only when enabled, as above
+            level = rms(noise) * 10 ** (rng.uniform(*cfg.rumble_db) / 20)
+            noise = (noise + level * rumble(rng, noise.shape[0], cfg.rumble_hz)).astype(np.float32)
         if eq:
             b, a = random_biquad(rng, cfg.eq_gain_db)
             noise = sps.lfilter(b, a, noise).astype(np.float32)
