@@ -6,19 +6,37 @@ enhanced through `gtcrn enhance`'s resampling path), SI-SDR, STOI and the median
         --compare dns3=upstream:../shared/upstream-gtcrn/model_trained_on_dns3.tar shipped=gtcrn-g32
 
 Each part's per-file CSV, summary JSON and Markdown table go to OUT/<part>/ (as `gtcrn evaluate
---out` writes them), the combined table to OUT/summary.md. --parts picks some parts only.
+--out` writes them), the combined table to OUT/summary.md. --parts picks some parts only. With all
+three wideband parts the table ends with a ``wideband`` column: every wideband file pooled (the
+per-file means and the median gain over the 160 files, from the parts' per-file CSVs).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import statistics
 from pathlib import Path
 
 from gtcrn.evaluate import evaluate, load_model_spec, unique_labels
 
 PARTS = ("high_snr", "low_snr", "reverb", "telephone")
 TELEPHONE = "telephone"
+WIDEBAND = ("high_snr", "low_snr", "reverb")
+
+
+def pooled(out: Path, parts: tuple[str, ...], systems: list[str]) -> dict:
+    """The parts' per-file rows pooled, in the shape of one part's result: per system the mean of
+    each metric over the files that have it and the median speech gain."""
+    rows = [row for p in parts for row in csv.DictReader((out / p / "per_file.csv").open(encoding="utf-8"))]
+    result = {}
+    for label in systems:
+        values = {m: [float(r[f"{label}/{m}"]) for r in rows if r.get(f"{label}/{m}")]
+                  for m in ("pesq_wb", "si_sdr", "stoi", "speech_gain")}
+        result[label] = {"mean": {m: statistics.fmean(v) for m, v in values.items()},
+                         "median": {"speech_gain": statistics.median(values["speech_gain"])}}
+    return {"num_files": len(rows), "systems": result}
 
 
 def table(results: dict[str, dict]) -> str:
@@ -56,6 +74,8 @@ def main() -> None:
                                  args.out / part, metric_rate=None if telephone else 16000,
                                  use_dnsmos=False, fast=not telephone)
         print(f"{part}: done", flush=True)
+    if all(p in results for p in WIDEBAND):
+        results["wideband"] = pooled(args.out, WIDEBAND, list(results[WIDEBAND[0]]["systems"]))
     text = table(results)
     (args.out / "summary.md").write_text(text, encoding="utf-8")
     (args.out / "summary.json").write_text(json.dumps(

@@ -115,3 +115,24 @@ def test_evaluate_dev_set_table_reads_the_right_pesq_per_part() -> None:
     row = next(line for line in text.splitlines() if line.startswith("| m |"))
     assert row == "| m | 1.50 / 7.2 dB / 0.812 / -1.0 dB | 2.25 / 7.2 dB / 0.812 / -1.0 dB |"
     assert "telephone (PESQ-NB" in text and "high_snr (PESQ-WB" in text
+
+
+def test_evaluate_dev_set_pools_the_wideband_files(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("evaluate_dev_set", ROOT / "scripts" / "evaluate_dev_set.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # Two parts of unequal size: pooled means weigh files, not parts; a file without PESQ is skipped.
+    files = {"a": [(1.0, 2.0, 0.5, -1.0), (2.0, 4.0, 0.7, -4.0)], "b": [(None, 9.0, 0.9, -2.0)]}
+    for part, rows in files.items():
+        (tmp_path / part).mkdir()
+        lines = ["file,m/pesq_wb,m/si_sdr,m/stoi,m/speech_gain"]
+        lines += [f"f{i}.wav,{'' if p is None else p},{s},{t},{g}" for i, (p, s, t, g) in enumerate(rows)]
+        (tmp_path / part / "per_file.csv").write_text("\n".join(lines) + "\n")
+    result = module.pooled(tmp_path, ("a", "b"), ["m"])
+    assert result["num_files"] == 3
+    mean = result["systems"]["m"]["mean"]
+    assert mean["pesq_wb"] == pytest.approx(1.5) and mean["si_sdr"] == pytest.approx(5.0)
+    assert mean["stoi"] == pytest.approx(0.7) and mean["speech_gain"] == pytest.approx(-7 / 3)
+    assert result["systems"]["m"]["median"]["speech_gain"] == pytest.approx(-2.0)
