@@ -120,7 +120,8 @@ def test_evaluate_dev_set_table_reads_the_right_pesq_per_part() -> None:
 def test_evaluate_dev_set_pools_the_wideband_files(tmp_path: Path) -> None:
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("evaluate_dev_set", ROOT / "scripts" / "evaluate_dev_set.py")
+    path = ROOT / "scripts" / "evaluate_dev_set.py"
+    spec = importlib.util.spec_from_file_location("evaluate_dev_set", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     # Two parts of unequal size: pooled means weigh files, not parts; a file without PESQ is skipped.

@@ -434,8 +434,8 @@ def rumble(rng: np.random.Generator, length: int, corner_hz: tuple[float, float]
     sos = sps.butter(4, corner, fs=sample_rate, output="sos")
     x = sps.sosfilt(sos, rng.standard_normal(length + sample_rate // 2))[sample_rate // 2:]  # settled
     t = np.arange(length) / sample_rate
-    sway = 1.0 + rng.uniform(0.0, 0.8) * np.sin(2 * np.pi * rng.uniform(0.1, 2.0) * t + rng.uniform(0, 2 * np.pi))
-    x = x * sway
+    depth, rate, phase = rng.uniform(0.0, 0.8), rng.uniform(0.1, 2.0), rng.uniform(0, 2 * np.pi)
+    x = x * (1.0 + depth * np.sin(2 * np.pi * rate * t + phase))
     return (x / max(rms(x), 1e-12)).astype(np.float32)
 
 
