@@ -29,7 +29,10 @@ WIDEBAND = ("high_snr", "low_snr", "reverb")
 def pooled(out: Path, parts: tuple[str, ...], systems: list[str]) -> dict:
     """The parts' per-file rows pooled, in the shape of one part's result: per system the mean of
     each metric over the files that have it and the median speech gain."""
-    rows = [row for p in parts for row in csv.DictReader((out / p / "per_file.csv").open(encoding="utf-8"))]
+    rows: list[dict[str, str]] = []
+    for part in parts:
+        with (out / part / "per_file.csv").open(encoding="utf-8", newline="") as fh:
+            rows += csv.DictReader(fh)
     result = {}
     for label in systems:
         values = {m: [float(r[f"{label}/{m}"]) for r in rows if r.get(f"{label}/{m}")]
