@@ -374,6 +374,11 @@ class TrainConfig:
     teacher: str | None = None
     teacher_weight: float = 0.0
     feature_weight: float = 0.0
+    # Rescale the teacher's output, per item, so that the speech in it has the clean speech's
+    # level before it serves as a target: its gain on the clean speech, <t, s> / <s, s>, is
+    # undone (a boost only, at most +12 dB). The teacher then pulls the student's noise removal
+    # but not its speech level down. Needs teacher_weight.
+    teacher_match_level: bool = False
 
     def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "step", "constant"):
@@ -393,6 +398,8 @@ class TrainConfig:
                               "must be >= 0")
         if (self.teacher_weight or self.feature_weight) and not self.teacher:
             raise ConfigError("train.teacher_weight / feature_weight need train.teacher")
+        if self.teacher_match_level and not self.teacher_weight:
+            raise ConfigError("train.teacher_match_level needs train.teacher_weight > 0")
         if self.best_metric != "dev_loss" and self.best_metric not in self.dev_metrics:
             raise ConfigError(f"train.best_metric {self.best_metric!r} must be 'dev_loss' or one of "
                               f"train.dev_metrics")

@@ -651,13 +651,14 @@ def _run(run_config: RunConfig, run_dir: Path, ckpt: dict[str, Any] | None, dist
     if cfg.teacher:
         teacher_loss = _default_loss(replace(run_config.loss, level_weight=0.0)).to(device) \
             if custom_loss is None else loss_fn
-        teacher = _Teacher.load(cfg.teacher, model, device, teacher_loss)
+        teacher = _Teacher.load(cfg.teacher, model, device, teacher_loss, cfg.teacher_match_level)
     if teacher is not None and cfg.feature_weight and \
             teacher.model.config.channels != _unwrap(model).config.channels:
         raise TrainError(f"train.feature_weight: the teacher has {teacher.model.config.channels} channels "
                          f"and the model {_unwrap(model).config.channels}; their features cannot be compared")
     if teacher is not None:
-        log.info(f"distillation from {cfg.teacher}: output weight {cfg.teacher_weight}, "
+        log.info(f"distillation from {cfg.teacher}: output weight {cfg.teacher_weight}"
+                 f"{' (level-matched)' if cfg.teacher_match_level else ''}, "
                  f"feature weight {cfg.feature_weight} ({', '.join(teacher.describe())})")
     if ckpt is not None:
         init = ckpt["meta"].get("init")
@@ -837,7 +838,8 @@ class _Teacher:
 
     * its enhanced spectrum, scored with ``loss_fn``: the run's own loss without its speech-level
       term, since the student should keep the level of the clean speech, not the teacher's
-      (``teacher_weight``);
+      (``teacher_weight``); with ``match_level`` that spectrum is first rescaled per item so the
+      speech in it has the clean speech's level (:meth:`level_matched`);
     * its encoder features (``feature_weight``), at two points: after the second strided conv
       (``encoder.en_convs.1``) and at the encoder's output (the skip-fusion where the model has
       one, else the last GTConvBlock). The distance is the MSE normalised by the teacher
@@ -848,9 +850,14 @@ class _Teacher:
     :meth:`close`.
     """
 
-    def __init__(self, model: nn.Module, student: nn.Module, loss_fn: nn.Module) -> None:
+    # The most level_matched boosts a teacher's output: 4x, +12 dB.
+    MAX_LEVEL_BOOST: float = 4.0
+
+    def __init__(self, model: nn.Module, student: nn.Module, loss_fn: nn.Module,
+                 match_level: bool = False) -> None:
         self.model = model
         self.loss_fn = loss_fn
+        self.match_level = match_level
         self._captured: dict[str, torch.Tensor] = {}
         self._handles = []
         self.pairs: list[tuple[str, str]] = []
@@ -875,7 +882,8 @@ class _Teacher:
         return fn
 
     @classmethod
-    def load(cls, spec: str, student: nn.Module, device: torch.device, loss_fn: nn.Module) -> _Teacher:
+    def load(cls, spec: str, student: nn.Module, device: torch.device, loss_fn: nn.Module,
+             match_level: bool = False) -> _Teacher:
         from ..evaluate import load_model_spec
 
         try:
@@ -885,7 +893,7 @@ class _Teacher:
         model = model.to(device).eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        return cls(model, student, loss_fn)
+        return cls(model, student, loss_fn, match_level)
 
     def describe(self) -> list[str]:
         return [f"{s} <- {t}" for s, t in self.pairs]
@@ -894,6 +902,22 @@ class _Teacher:
     def run(self, noisy_spec: torch.Tensor) -> torch.Tensor:
         """The teacher's enhanced spectrum (B, 257, T, 2); keeps its features for :meth:`feature_loss`."""
         return self.model(noisy_spec)
+
+    @classmethod
+    def level_matched(cls, spec: torch.Tensor, wav: torch.Tensor,
+                      clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's output (spectrum (B, F, T, 2), waveform (B, N)) rescaled per item by
+        1 / a, a = <wav, clean> / <clean, clean> being the gain at which the clean speech appears
+        in it, so that its speech has the clean level. The scale is clamped to [1, MAX_LEVEL_BOOST]
+        (a teacher that boosts speech, or keeps almost none of it, is not inverted); items with a
+        silent reference keep scale 1."""
+        from .losses import SILENT_POWER
+
+        power = clean.pow(2).mean(dim=-1)  # (B,)
+        gain = (wav * clean).mean(dim=-1) / power.clamp_min(SILENT_POWER)  # (B,)
+        scale = 1.0 / gain.clamp(1.0 / cls.MAX_LEVEL_BOOST, 1.0)  # (B,)
+        scale = torch.where(power > SILENT_POWER, scale, torch.ones_like(scale))  # (B,)
+        return spec * scale[:, None, None, None], wav * scale[:, None]  # (B, F, T, 2), (B, N)
 
     def feature_loss(self) -> torch.Tensor:
         """Mean over the feature points of ||f_s - f_t||^2 / ||f_t||^2 (after the student's forward)."""
@@ -941,6 +965,8 @@ def _train_step(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Opt
     if teacher is not None and teacher_spec is not None:
         if teacher_weight:
             teacher_wav = istft(teacher_spec, noisy.shape[-1])  # (B, N)
+            if teacher.match_level:
+                teacher_spec, teacher_wav = teacher.level_matched(teacher_spec, teacher_wav, clean)
             loss = loss + teacher_weight * teacher.loss_fn(est_spec, teacher_spec, est_wav, teacher_wav)
         if feature_weight:
             loss = loss + feature_weight * teacher.feature_loss()
