@@ -329,7 +329,7 @@ def test_partial_warm_start_frozen_then_distilled(tiny_config, tmp_path: Path) -
     run = dataclasses.replace(cfg, preset="gtcrn-g32", model={}, loss=level, train=dataclasses.replace(
         cfg.train, init_from=str(tmp_path / "official.tar"), init_partial=True, freeze_transferred_steps=3,
         teacher=f"upstream:{tmp_path / 'official.tar'}", teacher_weight=1.0, feature_weight=1.0,
-        max_steps=3, epochs=1, validate_before=False))
+        teacher_match_level=True, max_steps=3, epochs=1, validate_before=False))
     result = train(run, tmp_path / "run")
     assert result.step == 3 and not result.interrupted
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
@@ -347,7 +347,7 @@ def test_partial_warm_start_frozen_then_distilled(tiny_config, tmp_path: Path) -
     fresh = [k for k in report.fresh if k in learnable]
     assert any(not torch.equal(trained[k], begun[k]) for k in fresh)
     log = (tmp_path / "run" / "train.log").read_text()
-    assert "warm start:" in log and "distillation from" in log
+    assert "warm start:" in log and "distillation from" in log and "(level-matched)" in log
 
 
 def test_teacher_feature_loss_is_zero_for_an_identical_student() -> None:
@@ -369,6 +369,68 @@ def test_teacher_feature_loss_is_zero_for_an_identical_student() -> None:
         assert float(teacher.feature_loss()) > 1e-3
     teacher.close()
     assert not any(m._forward_hooks for m in student.modules())
+
+
+def test_level_matched_teacher_has_the_clean_speech_level() -> None:
+    """A teacher output a * clean + noise (noise orthogonal to clean) comes back as clean + noise / a;
+    a teacher that boosts speech, a silent reference and one that keeps almost no speech are capped."""
+    from gtcrn.training.trainer import _Teacher
+
+    gen = torch.Generator().manual_seed(3)
+    clean = torch.randn(4, 16000, generator=gen)
+    noise = torch.randn(4, 16000, generator=gen)
+    noise = noise - (noise * clean).sum(-1, keepdim=True) / clean.pow(2).sum(-1, keepdim=True) * clean
+    clean[2] = 0.0  # a silent reference
+    gains = torch.tensor([0.5, 2.0, 0.5, 0.01])
+    wav = gains[:, None] * clean + 0.1 * noise  # (B, N)
+    spec = torch.randn(4, 257, 63, 2, generator=gen)
+    out_spec, out_wav = _Teacher.level_matched(spec, wav, clean)
+    expected = torch.tensor([2.0, 1.0, 1.0, _Teacher.MAX_LEVEL_BOOST])
+    measured = out_wav.norm(dim=-1) / wav.norm(dim=-1)
+    assert torch.allclose(measured, expected, rtol=1e-5)
+    assert torch.allclose(out_spec, spec * expected[:, None, None, None])
+    # the speech in the first item now sits at gain 1: its projection on the clean speech is clean
+    assert float((out_wav[0] * clean[0]).sum() / clean[0].pow(2).sum()) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_train_step_with_a_level_matched_teacher_targets_the_clean_level() -> None:
+    """A teacher that halves its clean input: level-matched, its target is the clean speech, so the
+    step's loss is twice the loss against the clean speech; unmatched, it is not."""
+    import copy
+
+    from gtcrn.config import LossConfig
+    from gtcrn.stft import istft, stft
+    from gtcrn.training.losses import HybridLoss
+    from gtcrn.training.trainer import _Teacher, _train_step
+
+    class Halve(torch.nn.Module):
+        def forward(self, spec: torch.Tensor) -> torch.Tensor:
+            return 0.5 * spec
+
+    torch.manual_seed(0)
+    student = gtcrn.GTCRN(gtcrn.ModelConfig.preset("gtcrn-g32")).eval()
+    loss_fn = HybridLoss(LossConfig(level_weight=0.0))
+    clean = 0.1 * torch.randn(2, 8000)
+    with torch.no_grad():
+        est_spec = student(stft(clean))  # (B, 257, T, 2)
+        against_clean = float(loss_fn(est_spec, stft(clean), istft(est_spec, 8000), clean))
+    losses = {}
+    for match in (True, False):
+        teacher = _Teacher(copy.deepcopy(student), student, loss_fn, match_level=match)
+        teacher.model = Halve()
+        optimizer = torch.optim.SGD(student.parameters(), lr=0.0)
+        losses[match] = float(_train_step(student, loss_fn, optimizer, torch.amp.GradScaler(enabled=False),
+                                          clean, clean, None, 0.0, teacher, teacher_weight=1.0))
+        teacher.close()
+    assert losses[True] == pytest.approx(2 * against_clean, rel=1e-3)
+    assert abs(losses[False] - 2 * against_clean) > 0.05 * against_clean
+
+
+def test_teacher_match_level_needs_a_teacher_output_weight() -> None:
+    with pytest.raises(ConfigError, match="teacher_match_level"):
+        TrainConfig(teacher="gtcrn-official", feature_weight=1.0, teacher_match_level=True)
+    matched = TrainConfig(teacher="gtcrn-official", teacher_weight=1.0, teacher_match_level=True)
+    assert matched.teacher_match_level
 
 
 # ---- fine-tuning, logs and the user's own folders ---------------------------------------------------
