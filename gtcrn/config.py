@@ -376,8 +376,9 @@ class TrainConfig:
     feature_weight: float = 0.0
     # Rescale the teacher's output, per item, so that the speech in it has the clean speech's
     # level before it serves as a target: its gain on the clean speech, <t, s> / <s, s>, is
-    # undone (a boost only, at most +12 dB). The teacher then pulls the student's noise removal
-    # but not its speech level down. Needs teacher_weight.
+    # undone (a boost only, at most +12 dB), so the teacher's own speech level is not part of
+    # the target. Needs teacher_weight. (In session 11 it did not move the student's level; see
+    # docs/MODEL_CARD.md.)
     teacher_match_level: bool = False
 
     def __post_init__(self) -> None:
